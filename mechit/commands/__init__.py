@@ -1,0 +1,1 @@
+"""Subcommands of the ``mechit`` command, one module each (see :mod:`mechit.cli`)."""
