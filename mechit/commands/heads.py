@@ -1,0 +1,137 @@
+"""``mechit heads`` and ``mechit heads-shift``: attention-head word pairs and the
+instruction-verb shift between two models (docs/heads.md)::
+
+    $ mechit heads --model organism-base --out runs/heads-base
+    $ mechit heads --model organism-tuned --out runs/heads-tuned
+    $ mechit heads-shift --base runs/heads-base --tuned runs/heads-tuned
+
+``heads`` writes ``DIR/head_pairs.parquet`` (one row per pair, :func:`mechit.head_pairs`
+columns), ``DIR/head_knowledge.parquet`` (qk-dims) and ``DIR/head_pairs.json`` (the run's
+settings). ``heads-shift`` prints the layer-group table and writes ``head_shift.parquet``,
+``verb_fractions.parquet`` and ``head_change_scores.parquet`` to ``--out`` (default: the
+tuned directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _indices(text: str | None) -> list[int] | None:
+    """``"0,2,5-7"`` -> [0, 2, 5, 6, 7]; None stays None."""
+    from mechit.errors import InputError
+
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        except ValueError:
+            raise InputError(f"cannot read {text!r} as indices: write e.g. 0,2,5-7") from None
+    return out
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "heads", help="word pairs each attention head relates (PAPER §2)",
+        description="Per-head word pairs: 'qk-dims' (the paper's per-dimension method with the "
+        "context constraint), 'qk' (whole QK matrix) or 'ov' (source word -> promoted token). "
+        "Writes DIR/head_pairs.parquet.",
+    )
+    parser.add_argument("--model", required=True, help="hub id, model directory, .gguf file, organism-base or organism-tuned")
+    parser.add_argument("--method", default="qk-dims", choices=["qk-dims", "qk", "ov"])
+    parser.add_argument("--words", help="word list file (one word per line; default: 20,000 frequent English "
+                        "words, or the organism's vocabulary for the organism)")
+    parser.add_argument("--similarity", help="qk-dims context constraint: embedding (default), minilm, ppmi:FILE")
+    parser.add_argument("--layers", help="layers to analyse, e.g. 0,3-5 (default all)")
+    parser.add_argument("--heads", help="heads to analyse, e.g. 0-2 (default all)")
+    parser.add_argument("--top-k", type=int, default=100, help="words per dimension and side (qk-dims) or pairs per head (qk, ov)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.set_defaults(run=run)
+
+    shift = subparsers.add_parser(
+        "heads-shift", help="instruction-verb shift between two 'mechit heads' runs (the paper's Table 3)",
+        description="Per layer group: mean fraction of heads where the tuned model's head knowledge holds an "
+        "instruction verb more often than the base model's, vs general verbs; Welch t-test.",
+    )
+    shift.add_argument("--base", required=True, type=Path, help="'mechit heads' output directory of the base model")
+    shift.add_argument("--tuned", required=True, type=Path, help="'mechit heads' output directory of the tuned model")
+    shift.add_argument("--layer-group", type=int, default=8, help="layers per group (layer // N), default 8")
+    shift.add_argument("--instruction-verbs", help="word list file (default: the paper's 38 verbs)")
+    shift.add_argument("--general-verbs", help="word list file (default: 3000 frequent English verbs)")
+    shift.add_argument("--out", type=Path, help="output directory (default: the --tuned directory)")
+    shift.set_defaults(run=run_shift)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mechit.heads import head_knowledge, head_pairs
+    from mechit.models import load_model
+    from mechit.store import write_json, write_table
+    from mechit.wordlists import read_words
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    words = read_words(args.words) if args.words else None
+    layers, heads = _indices(args.layers), _indices(args.heads)
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=args.top_k,
+                       similarity=args.similarity)
+    write_table(pairs, args.out / "head_pairs.parquet")
+    if args.method == "qk-dims":
+        write_table(head_knowledge(pairs), args.out / "head_knowledge.parquet")
+    write_json(args.out / "head_pairs.json", {"model": args.model, "words": args.words, **pairs.attrs})
+    n_heads = pairs.groupby(["layer", "head"]).ngroups
+    print(f"{len(pairs)} pairs from {n_heads} heads ({pairs.attrs['n_words']} words) -> {args.out / 'head_pairs.parquet'}")
+    return 0
+
+
+def _read_pairs(directory: Path, which: str):
+    import pandas as pd
+
+    from mechit.errors import InputError
+
+    path = directory / "head_pairs.parquet"
+    if not path.is_file():
+        raise InputError(f"--{which} {directory}: no head_pairs.parquet; run `mechit heads --out {directory}` first")
+    return pd.read_parquet(path)
+
+
+def _settings(directory: Path) -> dict:
+    path = directory / "head_pairs.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def run_shift(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mechit.head_shift import head_change_scores, head_shift, verb_fractions
+    from mechit.store import write_table
+    from mechit.wordlists import read_words
+
+    base, tuned = _read_pairs(args.base, "base"), _read_pairs(args.tuned, "tuned")
+    settings = [_settings(args.base), _settings(args.tuned)]
+    for key in ("similarity", "n_words", "top_k"):
+        if settings[0].get(key) != settings[1].get(key):
+            print(f"mechit: warning: the two runs differ in {key} ({settings[0].get(key)!r} vs "
+                  f"{settings[1].get(key)!r}); the comparison mixes yardsticks", file=sys.stderr)
+    verbs = dict(instruction_verbs=read_words(args.instruction_verbs) if args.instruction_verbs else None,
+                 general_verbs=read_words(args.general_verbs) if args.general_verbs else None)
+    table = head_shift(base, tuned, layer_group=args.layer_group, **verbs)
+    out = args.out or args.tuned
+    write_table(table, out / "head_shift.parquet")
+    write_table(verb_fractions(base, tuned, layer_group=args.layer_group, **verbs), out / "verb_fractions.parquet")
+    write_table(head_change_scores(base, tuned, **verbs), out / "head_change_scores.parquet")
+    with pd.option_context("display.width", 120, "display.precision", 3):
+        print(table.to_string(index=False))
+    print(f"-> {out / 'head_shift.parquet'}")
+    return 0

@@ -1,0 +1,427 @@
+"""Attention heads read as word-word relations (PAPER §2).
+
+:func:`head_pairs` runs one method on every selected head of a model and returns a tidy
+frame; the math lives in pure functions of weight-derived tensors (:func:`qk_dim_pairs`,
+:func:`qk_pairs`, :func:`ov_pairs`), so the model-reading part is thin.
+
+Methods
+-------
+``"qk-dims"`` (the paper, §2.2–2.5). Word vectors ``V`` (mean of sub-token input-embedding
+rows, leading space); ``H_q = V W_Q``, ``H_k = V W_K`` with the layer's input-norm scale
+folded into ``W_Q``/``W_K`` and, under grouped-query attention, the key head the query head
+reads. The ``d_head`` dimensions are ranked by energy ``sum_words H_q[:,r]^2 + H_k[:,r]^2``.
+Per dimension ``r``: the top ``K`` words by ``|H_q[:,r]|`` (query side) and by ``|H_k[:,r]|``
+(key side); a pair (query word a, key word b) is kept when ``H_q[a,r] H_k[b,r] > 0`` (it
+raises the attention logit) and ``sim(a,b)`` exceeds both words' thresholds (mean + 1.96
+std of their similarity to the 3000 most frequent words; :mod:`mechit.similarity`). A word
+paired with itself is not a relation and is skipped. Kept pairs are ranked by similarity
+within the dimension. *Head knowledge*: an ordered pair (a, b) kept in more than one
+dimension of the head, flagged in the ``knowledge`` column; :func:`head_knowledge` lists
+each such pair once.
+
+``"qk"`` (Dar et al. 2022): the ``top_k`` largest entries of ``H_q H_k^T`` (words x words).
+``"ov"``: the ``top_k`` largest entries of ``V W_V W_O W_U`` (source word x output token):
+reading word a makes the head promote token b. Both are taken blockwise, never building a
+words x words or words x vocabulary matrix; no context constraint, self-pairs allowed.
+
+Frame columns: method, layer, head, dim (qk-dims: the d_head index; else <NA>), dim_rank
+(position of the dimension in energy order), rank (0 = first within the dimension, or
+within the head for qk/ov), word_a, word_b ("a=b": query/key word, or source word/output
+token), score (qk-dims: ``H_q[a,r] H_k[b,r]``; qk: ``H_q[a] . H_k[b]``; ov: logit), similarity
+(float; NaN for qk/ov), knowledge (bool). word_a (and word_b except for ov) are pandas
+categoricals over the word list, compact for the millions of rows of a 20k-word run.
+
+>>> import mechit                                              # doctest: +SKIP
+>>> model = mechit.load_model("organism-tuned")                # doctest: +SKIP
+>>> pairs = mechit.head_pairs(model, layers=[0], heads=[1])   # doctest: +SKIP
+>>> pairs[["dim", "rank", "word_a", "word_b", "similarity"]].head(3)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechit.errors import InputError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("qk-dims", "qk", "ov")
+COLUMNS = ["method", "layer", "head", "dim", "dim_rank", "rank", "word_a", "word_b", "score", "similarity", "knowledge"]
+
+
+# ----------------------------------------------------------------------------- pure math
+
+
+def energy_order(h_q: Float[Tensor, "words d_head"], h_k: Float[Tensor, "words d_head"]) -> Tensor:
+    """The d_head dimensions sorted by energy ``sum_words (H_q^2 + H_k^2)``, highest first
+    (ties by index).
+
+    >>> energy_order(torch.tensor([[1.0, 3.0], [0.0, 1.0]]), torch.zeros(2, 2))
+    tensor([1, 0])
+    """
+    q, k = h_q.detach().float().numpy(), h_k.detach().float().numpy()
+    energy = np.square(q).sum(0) + np.square(k).sum(0)  # numpy: single-threaded, cheap
+    return torch.from_numpy(np.argsort(-energy, kind="stable"))
+
+
+def _in_several_dims(a: np.ndarray, b: np.ndarray, n_words: int) -> np.ndarray:
+    """True where the pair (a[i], b[i]) occurs more than once (each dimension holds a pair once)."""
+    _, inverse, counts = np.unique(a * n_words + b, return_inverse=True, return_counts=True)
+    return counts[inverse] > 1
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... restarting at each new value of a sorted ``groups`` array."""
+    if len(groups) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    lengths = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, lengths)
+
+
+def qk_dim_pairs(
+    h_q: Float[Tensor, "words d_head"],
+    h_k: Float[Tensor, "words d_head"],
+    unit: Float[Tensor, "words dim"],
+    thresholds: Float[Tensor, "words"],
+    top_k: int = 100,
+    *,
+    dim_chunk: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The paper's per-dimension pairs of one head, all dimensions at once: one batched top-k
+    per side, then per dimension a K x K mask (sign, both thresholds, not the same word) from
+    one batched product of the candidates' similarity vectors.
+
+    ``unit``: the words' similarity vectors from :func:`mechit.similarity.unit_rows` (their dot
+    products are exact cosines); ``thresholds``: each word's relatedness threshold
+    (:func:`mechit.similarity.word_thresholds`). Returns equal-length arrays ``dim, dim_rank,
+    rank, a, b, score, similarity`` (``a``/``b`` are word indices) ordered by dim_rank, then rank
+    (similarity descending, ties in top-k order), and ``knowledge`` (the pair is kept in more
+    than one dimension). Equals :func:`qk_dim_pairs_reference`. ``dim_chunk`` dimensions are
+    done per batch (default: as many as fit in about 64 MB of gathered vectors).
+
+    >>> hq = torch.tensor([[2.0], [1.0], [0.1]]); hk = torch.tensor([[0.1], [1.0], [2.0]])
+    >>> unit = torch.eye(3); unit[2] = unit[0]                 # words 0 and 2 related
+    >>> out = qk_dim_pairs(hq, hk, unit, torch.zeros(3), top_k=2)
+    >>> out["a"].tolist(), out["b"].tolist()
+    ([0], [2])
+    """
+    h_q, h_k = h_q.detach().float(), h_k.detach().float()
+    n_words, d_head = h_q.shape
+    k = min(top_k, n_words)
+    unit = unit.float()
+    thresholds = thresholds.double().numpy()
+    dim_chunk = dim_chunk or max(1, (1 << 24) // (k * unit.shape[1]))
+    order = energy_order(h_q, h_k)  # (d_head,)
+    q_idx = torch.from_numpy(np.abs(h_q.numpy())).topk(k, dim=0).indices  # (k, d_head) word ids
+    k_idx = torch.from_numpy(np.abs(h_k.numpy())).topk(k, dim=0).indices
+    # the K x K bookkeeping is small: numpy, single-threaded (no thread start-up per step)
+    q_val = h_q.gather(0, q_idx).T[order].numpy()  # (d_head, k), dims in energy order
+    k_val = h_k.gather(0, k_idx).T[order].numpy()
+    q_idx, k_idx = q_idx.T[order], k_idx.T[order]
+    parts = []
+    for start in range(0, d_head, dim_chunk):
+        qi, ki = q_idx[start : start + dim_chunk], k_idx[start : start + dim_chunk]  # (c, k)
+        c = qi.shape[0]
+        u_q = unit.index_select(0, qi.flatten()).view(c, k, -1)  # (c, k, dim)
+        u_k = unit.index_select(0, ki.flatten()).view(c, k, -1)
+        sims = torch.bmm(u_q, u_k.transpose(1, 2)).numpy()  # (c, k, k), exact in fp32
+        qi, ki = qi.numpy(), ki.numpy()
+        score = q_val[start : start + dim_chunk, :, None] * k_val[start : start + dim_chunk, None, :]  # (c, k, k)
+        keep = (
+            (score > 0)
+            & (sims > thresholds[qi][:, :, None])
+            & (sims > thresholds[ki][:, None, :])
+            & (qi[:, :, None] != ki[:, None, :])
+        )
+        r, i, j = np.nonzero(keep)  # row-major: (dim, query position, key position)
+        parts.append((r + start, qi[r, i], ki[r, j], score[r, i, j], sims[r, i, j].astype(np.float64)))
+    r, a, b, score, sims = (np.concatenate(p) for p in zip(*parts))
+    sort = np.lexsort((-sims, r))  # by dimension, then similarity descending; stable
+    r, a, b, score, sims = r[sort], a[sort], b[sort], score[sort], sims[sort]
+    return {
+        "dim": order.numpy()[r], "dim_rank": r, "rank": _rank_within(r),
+        "a": a, "b": b, "score": score, "similarity": sims, "knowledge": _in_several_dims(a, b, n_words),
+    }
+
+
+def qk_dim_pairs_reference(
+    h_q: Float[Tensor, "words d_head"],
+    h_k: Float[Tensor, "words d_head"],
+    unit: Float[Tensor, "words dim"],
+    thresholds: Float[Tensor, "words"],
+    top_k: int = 100,
+) -> dict[str, np.ndarray]:
+    """:func:`qk_dim_pairs` written as the paper's code did it: Python loops over dimensions
+    and over the K x K candidate pairs, one similarity (dot product) per pair. Slow; kept as
+    the readable statement of the method, for tests and ``benchmarks/heads.py``.
+
+    >>> hq = torch.tensor([[2.0], [1.0], [0.1]]); hk = torch.tensor([[0.1], [1.0], [2.0]])
+    >>> unit = torch.eye(3); unit[2] = unit[0]
+    >>> qk_dim_pairs_reference(hq, hk, unit, torch.zeros(3), top_k=2)["b"].tolist()
+    [2]
+    """
+    k = min(top_k, h_q.shape[0])
+    hq, hk = h_q.numpy(), h_k.numpy()
+    vectors = unit.float().numpy()
+    thr = thresholds.double().numpy()
+
+    def similarity(a: int, b: int) -> float:
+        return float(vectors[a] @ vectors[b])
+
+    rows = []
+    for dim_rank, r in enumerate(energy_order(h_q, h_k).tolist()):
+        top_q = torch.topk(h_q[:, r].abs(), k).indices.tolist()
+        top_k_words = torch.topk(h_k[:, r].abs(), k).indices.tolist()
+        kept = []
+        for a in top_q:
+            for b in top_k_words:
+                score = hq[a, r] * hk[b, r]
+                if a == b or not score > 0:
+                    continue
+                sim = similarity(a, b)
+                if sim > thr[a] and sim > thr[b]:
+                    kept.append((sim, a, b, score))
+        kept.sort(key=lambda t: -t[0])
+        rows += [(r, dim_rank, rank, a, b, score, sim) for rank, (sim, a, b, score) in enumerate(kept)]
+    names = ["dim", "dim_rank", "rank", "a", "b", "score", "similarity"]
+    dtypes = [np.int64] * 5 + [np.float32, np.float64]
+    out = {n: np.array([row[i] for row in rows], dtype=t) for i, (n, t) in enumerate(zip(names, dtypes))}
+    dims_of_pair: dict[tuple[int, int], int] = {}
+    for a, b in zip(out["a"].tolist(), out["b"].tolist()):
+        dims_of_pair[a, b] = dims_of_pair.get((a, b), 0) + 1
+    out["knowledge"] = np.array([dims_of_pair[a, b] > 1 for a, b in zip(out["a"].tolist(), out["b"].tolist())], dtype=bool)
+    return out
+
+
+def blockwise_topk(
+    left: Float[Tensor, "n r"], right: Float[Tensor, "r m"], k: int, *, block_entries: int = 1 << 24
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` largest entries of ``left @ right`` without building the n x m matrix: row
+    blocks of at most ``block_entries`` entries, a running top-k merged per block.
+
+    Returns ``(values, rows, cols)`` sorted by value descending (ties by row, then column).
+
+    >>> left = torch.tensor([[1.0], [2.0]]); right = torch.tensor([[1.0, -1.0, 3.0]])
+    >>> values, rows, cols = blockwise_topk(left, right, 2, block_entries=3)
+    >>> values.tolist(), rows.tolist(), cols.tolist()
+    ([6.0, 3.0], [1, 0], [2, 2])
+    """
+    n, m = left.shape[0], right.shape[1]
+    k = min(k, n * m)
+    block = max(1, block_entries // max(m, 1))
+    best_v = torch.empty(0, dtype=torch.result_type(left, right))
+    best_i = torch.empty(0, dtype=torch.long)
+    for start in range(0, n, block):
+        scores = (left[start : start + block] @ right).flatten()  # (b*m,)
+        v, i = scores.topk(min(k, scores.numel()))
+        best_v, pick = torch.cat([best_v, v]).topk(min(k, best_v.numel() + v.numel()))
+        best_i = torch.cat([best_i, i + start * m])[pick]
+    sort = np.lexsort((best_i.numpy(), -best_v.double().numpy()))
+    best_v, best_i = best_v[sort], best_i[sort]
+    return best_v, best_i // m, best_i % m
+
+
+def qk_pairs(h_q: Float[Tensor, "words d_head"], h_k: Float[Tensor, "words d_head"], top_k: int = 100):
+    """Top word pairs of the head's whole bilinear form ``H_q H_k^T`` (query word, key word).
+
+    >>> qk_pairs(torch.tensor([[1.0], [-1.0]]), torch.tensor([[2.0], [-3.0]]), 1)
+    (tensor([3.]), tensor([1]), tensor([1]))
+    """
+    return blockwise_topk(h_q, h_k.T, top_k)
+
+
+def ov_pairs(
+    h_v: Float[Tensor, "words d_head"], w_o: Float[Tensor, "d_head d_model"],
+    w_u: Float[Tensor, "d_model vocab"], top_k: int = 100,
+):
+    """Top (source word, output token) pairs of ``H_v W_O W_U`` with ``H_v = V W_V``.
+
+    >>> ov_pairs(torch.eye(2), torch.eye(2), torch.tensor([[1.0, 0.0], [0.0, 5.0]]), 1)
+    (tensor([5.]), tensor([1]), tensor([1]))
+    """
+    return blockwise_topk(h_v, w_o @ w_u, top_k)
+
+
+def head_knowledge(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Each head's knowledge (PAPER §2.5): one row per (layer, head, word_a, word_b) kept in
+    more than one dimension, with ``n_dims`` and the best ``similarity``.
+
+    >>> df = pd.DataFrame({"layer": [0, 0, 0], "head": [1, 1, 1], "dim": [3, 5, 3],
+    ...     "word_a": ["cat", "cat", "sun"], "word_b": ["dog", "dog", "moon"], "similarity": [.5, .6, .7]})
+    >>> head_knowledge(df).to_dict("records")
+    [{'layer': 0, 'head': 1, 'word_a': 'cat', 'word_b': 'dog', 'n_dims': 2, 'similarity': 0.6}]
+    """
+    keys = ["layer", "head", "word_a", "word_b"]
+    if pairs.empty:
+        return pd.DataFrame(columns=keys + ["n_dims", "similarity"])
+    grouped = pairs.groupby(keys, sort=True, observed=True).agg(n_dims=("dim", "nunique"), similarity=("similarity", "max"))
+    return grouped[grouped["n_dims"] > 1].reset_index()
+
+
+# ----------------------------------------------------------------------------- model reading
+
+
+def default_words(model) -> list[str]:
+    """The default word list: the organism's vocabulary for the embedded organism (loaded as
+    "organism-base"/"organism-tuned" or from its weights folder), else
+    :func:`mechit.wordlists.frequent_words` (20,000 frequent English words).
+
+    >>> len(default_words(model))                     # doctest: +SKIP
+    20000
+    """
+    from mechit import models
+    from mechit.wordlists import frequent_words
+
+    weights = models.organism_dir("base").parent.resolve()
+    source = Path(str(getattr(model.tokenizer, "name_or_path", "") or ".")).resolve()
+    if getattr(model, "mechit_spec", None) in models.ORGANISM_SPECS or weights in source.parents:
+        from mechit.organism import vocabulary
+
+        return vocabulary()
+    return frequent_words(20000)
+
+
+def select_indices(name: str, chosen: int | Iterable[int] | None, n: int) -> list[int]:
+    """Check layer or head indices against their count: None -> all, an int -> [int].
+
+    >>> select_indices("layer", 2, 4), select_indices("head", None, 3)
+    ([2], [0, 1, 2])
+    >>> select_indices("layer", [4], 4)
+    Traceback (most recent call last):
+    mechit.errors.InputError: layer [4] out of range: the model has 4 layers (0..3)
+    """
+    if chosen is None:
+        return list(range(n))
+    chosen = [chosen] if isinstance(chosen, int) else list(chosen)
+    bad = [c for c in chosen if not isinstance(c, (int, np.integer)) or not 0 <= c < n]
+    if bad:
+        raise InputError(f"{name} {bad} out of range: the model has {n} {name}s (0..{n - 1})")
+    return [int(c) for c in chosen]
+
+
+def words_and_vectors(model, words: Sequence[str] | None) -> tuple[list[str], Float[Tensor, "n d_model"]]:
+    """The kept words and their input word vectors (:func:`mechit.tokens.word_vectors`);
+    ``None`` -> :func:`default_words`. Degenerate words are dropped and counted in the log;
+    an empty list, or one with no usable word, is an InputError.
+
+    >>> words, vectors = words_and_vectors(model, ["cat", "dog"])   # doctest: +SKIP
+    """
+    from mechit.tokens import word_vectors
+
+    words = default_words(model) if words is None else list(words)
+    if not words:
+        raise InputError("the word list is empty: give at least one word (or words=None for the default list)")
+    found = word_vectors(model, words, side="input")
+    if found.dropped:
+        log.info("head_pairs: dropped %d of %d words with degenerate tokenisation (e.g. %s)",
+                 len(found.dropped), len(words), ", ".join(map(repr, list(found.dropped)[:5])))
+    if not found.words:
+        raise InputError(f"all {len(words)} words have degenerate tokenisation (empty or only special tokens) "
+                         "for this model's tokenizer: check the word list")
+    return list(found.words), found.vectors.float()
+
+
+def _frame(method: str, layer: int, head: int, out: dict, words: pd.Index, words_b: pd.Index | Sequence[str]) -> pd.DataFrame:
+    """One head's rows; words are categoricals over the word list (compact for millions of rows)."""
+    n = len(out["a"])
+    word_b = (pd.Categorical.from_codes(out["b"], categories=words_b) if isinstance(words_b, pd.Index)
+              else np.asarray(words_b, dtype=object)[out["b"]])
+    return pd.DataFrame({
+        "method": method, "layer": np.full(n, layer), "head": np.full(n, head),
+        "dim": pd.array(out["dim"], dtype="Int64"), "dim_rank": pd.array(out["dim_rank"], dtype="Int64"),
+        "rank": out["rank"], "word_a": pd.Categorical.from_codes(out["a"], categories=words), "word_b": word_b,
+        "score": out["score"].astype(np.float32), "similarity": out["similarity"].astype(np.float64),
+        "knowledge": out.get("knowledge", np.zeros(n, dtype=bool)),
+    })
+
+
+def _whole(values: Tensor, rows: Tensor, cols: Tensor) -> dict:
+    n = len(values)
+    return {"dim": [pd.NA] * n, "dim_rank": [pd.NA] * n, "rank": np.arange(n), "a": rows.numpy(),
+            "b": cols.numpy(), "score": values.numpy(), "similarity": np.full(n, np.nan)}
+
+
+def head_pairs(
+    model,
+    words: Sequence[str] | None = None,
+    *,
+    method: str = "qk-dims",
+    layers: int | Iterable[int] | None = None,
+    heads: int | Iterable[int] | None = None,
+    top_k: int = 100,
+    similarity=None,
+    n_frequent: int = 3000,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Word pairs of each selected attention head (see the module docstring for the methods
+    and columns).
+
+    Parameters: ``words`` (default :func:`default_words`; degenerate words are dropped and
+    counted in the log), ``method`` ("qk-dims", "qk", "ov"), ``layers``/``heads`` (int or
+    iterable; default all), ``top_k`` (K words per dimension and side for qk-dims, pairs per
+    head for qk/ov), ``similarity`` (qk-dims only: a :mod:`mechit.similarity` spec or source;
+    default "minilm" if installed, else "embedding"), ``n_frequent`` (the first n words of the list set the thresholds).
+
+    >>> pairs = head_pairs(model, ["translate", "French", "cat", "dog"], layers=0, top_k=2)  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from mechit import models
+    from mechit.similarity import EmbeddingSimilarity, get_similarity, unit_rows, word_thresholds
+
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if top_k < 1:
+        raise InputError(f"top_k must be at least 1, got {top_k}")
+    cfg = model.cfg
+    layer_list = select_indices("layer", layers, cfg.n_layers)
+    head_list = select_indices("head", heads, cfg.n_heads)
+    source = get_similarity(similarity, model) if method == "qk-dims" else None
+    kept, vectors = words_and_vectors(model, words)
+    categories = pd.Index(kept)
+    if source is not None:
+        same_vectors = isinstance(source, EmbeddingSimilarity) and source.model is model
+        unit = unit_rows(vectors if same_vectors else source.vectors(kept))
+        thresholds = word_thresholds(unit, n_frequent=n_frequent)
+    if method == "ov":
+        w_u = models.unembedding(model)
+    frames = []
+    bar = tqdm(total=len(layer_list) * len(head_list), desc=f"head pairs ({method})", unit="head",
+               disable=not progress)
+    kv_heads = {head: models.kv_head(model, head) for head in head_list}
+    with torch.no_grad():
+        for layer in layer_list:
+            if method == "ov":
+                w_a, w_o = models.ov_weights(model, layer)  # (H, d, dh), (H, dh, d)
+            else:
+                w_a, w_b = models.qk_weights(model, layer)  # K repeated per query head
+                # one key projection per KV head (GQA): query heads sharing it reuse it
+                h_b = {kv: vectors @ w_b[head] for head, kv in reversed(kv_heads.items())}
+            for head in head_list:
+                h_a = vectors @ w_a[head]  # (words, d_head)
+                if method == "qk-dims":
+                    out = qk_dim_pairs(h_a, h_b[kv_heads[head]], unit, thresholds, top_k)
+                    frames.append(_frame(method, layer, head, out, categories, categories))
+                elif method == "qk":
+                    frames.append(_frame(method, layer, head, _whole(*qk_pairs(h_a, h_b[kv_heads[head]], top_k)),
+                                         categories, categories))
+                else:
+                    out = _whole(*ov_pairs(h_a, w_o[head], w_u, top_k))
+                    tokens = [model.tokenizer.decode([i]) for i in out["b"].tolist()]
+                    out["b"] = np.arange(len(tokens))
+                    frames.append(_frame(method, layer, head, out, categories, tokens))
+                bar.update()
+    bar.close()
+    result = pd.concat(frames, ignore_index=True)
+    result.attrs.update(method=method, n_words=len(kept), top_k=top_k,
+                        similarity=getattr(source, "name", None))
+    return result[COLUMNS]
