@@ -1,0 +1,228 @@
+"""``mechit ffn``, ``mechit ffn-rotation`` and ``mechit ffn-labels``: the feed-forward analyses.
+
+::
+
+    $ mechit ffn --model organism-tuned --out runs/ffn-tuned            # concepts + neuron tables
+    $ mechit ffn-rotation --base organism-base --tuned organism-tuned --out runs/ffn-pair
+    $ mechit ffn-labels runs/ffn-pair                                   # lexicon labels, Table 5
+    $ mechit ffn-labels runs/ffn-pair --labeller endpoint --url http://127.0.0.1:8000/v1 \\
+          --endpoint-model qwen2.5-7b-instruct --seeds 5
+
+``ffn-rotation`` also writes each model's concepts (``base/``, ``tuned/``), so
+``ffn-labels`` can compare label proportions between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_COMPONENTS = 300
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """``"0,2,5-7"`` -> ``[0, 2, 5, 6, 7]``; None -> None (every layer).
+
+    >>> parse_layers("0,2,5-7")
+    [0, 2, 5, 6, 7]
+    """
+    from mechit.errors import InputError
+
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise InputError(f"--layers {text!r}: use comma-separated layers and ranges, e.g. 0,2,5-7") from None
+    return out
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--layers", help="layers, e.g. 0,2,5-7 (default: all)")
+    parser.add_argument("--n-components", type=int, default=None,
+                        help=f"principal components per layer (default: {DEFAULT_COMPONENTS}, or the rank if smaller)")
+    parser.add_argument("--top-k", type=int, default=50, help="words per concept (default 50)")
+    parser.add_argument("--words", help="word list file, one word per line (default: 20,000 frequent English "
+                        "words, or the organism's vocabulary for the organism)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ffn", help="FFN concepts (principal components of W_out) and neuron tables of one model",
+        description="Per layer: principal-component concepts of W_out (PAPER §3.1-3.2) and the top and "
+        "bottom words of the strongest neurons. Writes concepts.parquet, neurons.parquet, meta.json.",
+    )
+    p.add_argument("--model", required=True, help="hub id, model directory, .gguf file, organism-base or organism-tuned")
+    _common(p)
+    p.add_argument("--neurons", default="32",
+                   help="neurons per layer for the neuron table: N strongest by |W_out row| (default 32) or 'all'")
+    p.add_argument("--neuron-k", type=int, default=20, help="words per neuron and direction (default 20)")
+    p.set_defaults(run=run_ffn)
+
+    p = subparsers.add_parser(
+        "ffn-rotation", help="how far tuning rotated each FFN layer (base vs tuned)",
+        description="Principal angles between base and tuned top-k W_out component subspaces, per-neuron "
+        "cosines of W_out rows and W_in columns, Hungarian-matched components with concept overlap, "
+        "most-changed neurons; also each model's concepts (base/, tuned/) for ffn-labels. "
+        "Without --base/--tuned: the embedded organism pair.",
+    )
+    p.add_argument("--base", help="pre-trained model spec (default: organism-base)")
+    p.add_argument("--tuned", help="instruction-tuned model spec (default: organism-tuned)")
+    _common(p)
+    p.add_argument("--k", type=int, default=50, help="components compared per layer (default 50)")
+    p.add_argument("--n-changed", type=int, default=10, help="most-changed neurons listed per layer (default 10)")
+    p.set_defaults(run=run_rotation)
+
+    p = subparsers.add_parser(
+        "ffn-labels", help="label FFN concepts (task, linguistic level) and compare proportions",
+        description="Label the concepts written by `mechit ffn` (DIR/concepts.parquet) or `mechit ffn-rotation` "
+        "(DIR/base/, DIR/tuned/) and write labels.parquet, label_proportions.parquet, label_table.csv and "
+        "label_table_groups.csv (base vs tuned, all layers / per layer group, t-test across seeds) and figures.",
+    )
+    p.add_argument("dir", type=Path, help="output directory of `mechit ffn` or `mechit ffn-rotation`")
+    p.add_argument("--labeller", choices=["lexicon", "endpoint", "local"], default="lexicon",
+                   help="lexicon (offline default), endpoint (OpenAI-compatible server) or local (a model mechit loads)")
+    p.add_argument("--url", help="endpoint base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--endpoint-model", help="model name sent to the endpoint")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    p.add_argument("--retries", type=int, default=3, help="retries per label (default 3)")
+    p.add_argument("--local-model", help="model spec for --labeller local")
+    p.add_argument("--seeds", type=int, default=None, help="labelling seeds (default: 1 for lexicon, 5 otherwise)")
+    p.add_argument("--max-components", type=int, default=None, help="label only the first N components per layer")
+    p.add_argument("--group-size", type=int, default=4, help="layers per layer group (default 4, as the paper)")
+    p.add_argument("--cache", type=Path, help="label cache file (default DIR/labels_cache.jsonl)")
+    p.set_defaults(run=run_labels)
+
+
+def _n_components(model, requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return min(DEFAULT_COMPONENTS, model.cfg.d_mlp - 1, model.cfg.d_model)
+
+
+def _words(path: str | None):
+    from mechit.wordlists import read_words
+
+    return read_words(path) if path else None
+
+
+def _write_parquet(frame, path: Path) -> None:
+    from mechit.store import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def _concepts(model, args, out: Path) -> int:
+    from mechit.ffn import ffn_concepts
+
+    frame = ffn_concepts(model, parse_layers(args.layers), n_components=_n_components(model, args.n_components),
+                         top_k=args.top_k, words=_words(args.words))
+    _write_parquet(frame, out / "concepts.parquet")
+    return len(frame)
+
+
+def run_ffn(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from mechit.ffn import neuron_tokens, resolve_layers
+    from mechit.errors import InputError
+    from mechit.models import load_model, mlp_out_weights
+    from mechit.store import write_json
+
+    model = load_model(args.model)
+    n_rows = _concepts(model, args, args.out)
+    tables = []
+    for layer in tqdm(resolve_layers(model, parse_layers(args.layers)), desc="neurons", unit="layer"):
+        if args.neurons == "all":
+            chosen = None
+        else:
+            try:
+                n = int(args.neurons)
+            except ValueError:
+                raise InputError(f"--neurons {args.neurons!r}: give a number or 'all'") from None
+            norms = mlp_out_weights(model, layer).norm(dim=1)
+            chosen = torch.topk(norms, min(n, norms.numel())).indices.sort().values.tolist()
+        tables.append(neuron_tokens(model, layer, chosen, k=args.neuron_k))
+    neurons = pd.concat(tables, ignore_index=True)
+    _write_parquet(neurons, args.out / "neurons.parquet")
+    write_json(args.out / "meta.json", {"model": args.model, "layers": args.layers, "top_k": args.top_k,
+                                        "n_components": _n_components(model, args.n_components),
+                                        "words": args.words, "neurons": args.neurons})
+    print(f"{n_rows} concept rows -> {args.out / 'concepts.parquet'}; "
+          f"{int(neurons.groupby('layer')['neuron'].nunique().max())} neurons per layer -> {args.out / 'neurons.parquet'}")
+    return 0
+
+
+def run_rotation(args: argparse.Namespace) -> int:
+    from mechit.models import load_pair
+    from mechit.rotation import ffn_rotation
+    from mechit.store import write_json
+    from mechit.viz.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
+
+    pair = load_pair(args.base, args.tuned)
+    words = _words(args.words)
+    rotation = ffn_rotation(pair, parse_layers(args.layers), k=args.k, top_k=args.top_k, words=words,
+                            n_changed=args.n_changed)
+    rotation.save(args.out)
+    for name, model in pair:
+        _concepts(model, args, args.out / name)
+    save_figure(plot_principal_angles(rotation), args.out / "principal_angles")
+    save_figure(plot_neuron_cosines(rotation), args.out / "neuron_cosines")
+    write_json(args.out / "meta.json", {"base": pair.base_spec, "tuned": pair.tuned_spec, "k": args.k,
+                                        "top_k": args.top_k, "layers": args.layers, "words": args.words})
+    print(rotation.summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"-> {args.out}")
+    return 0
+
+
+def run_labels(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mechit.errors import InputError
+    from mechit.labels import label_concepts, label_proportions, label_table, make_labeller
+    from mechit.viz.ffn import plot_label_proportions, save_figure
+
+    directory = args.dir
+    if (directory / "base" / "concepts.parquet").exists() and (directory / "tuned" / "concepts.parquet").exists():
+        concepts = pd.concat([pd.read_parquet(directory / m / "concepts.parquet").assign(model=m)
+                              for m in ("base", "tuned")], ignore_index=True)
+    elif (directory / "concepts.parquet").exists():
+        concepts = pd.read_parquet(directory / "concepts.parquet")
+    else:
+        raise InputError(f"{directory}: no concepts.parquet (nor base/ and tuned/): run `mechit ffn` or "
+                         "`mechit ffn-rotation` first")
+    cache = args.cache or directory / "labels_cache.jsonl"
+    if args.labeller == "endpoint":
+        if not args.url or not args.endpoint_model:
+            raise InputError("--labeller endpoint needs --url and --endpoint-model")
+        labeller = make_labeller("endpoint", url=args.url, model=args.endpoint_model, api_key_env=args.api_key_env,
+                                 timeout=args.timeout, retries=args.retries, cache=cache)
+    elif args.labeller == "local":
+        if not args.local_model:
+            raise InputError("--labeller local needs --local-model SPEC")
+        labeller = make_labeller("local", model=args.local_model, cache=cache)
+    else:
+        labeller = make_labeller("lexicon")
+    n_seeds = args.seeds or (1 if args.labeller == "lexicon" else 5)
+    labels = label_concepts(concepts, labeller, seeds=range(n_seeds), max_components=args.max_components)
+    _write_parquet(labels, directory / "labels.parquet")
+    props = label_proportions(labels, group_size=args.group_size)
+    _write_parquet(props, directory / "label_proportions.parquet")
+    for question in ("task", "level"):
+        save_figure(plot_label_proportions(props, question, group_size=args.group_size),
+                    directory / f"label_proportions_{question}")
+    if "model" in labels:
+        table = label_table(labels)
+        table.to_csv(directory / "label_table.csv", index=False)
+        label_table(labels, group_size=args.group_size).to_csv(directory / "label_table_groups.csv", index=False)
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"{len(labels)} labels ({labeller.name}, {n_seeds} seed(s)) -> {directory}")
+    return 0

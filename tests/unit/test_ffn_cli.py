@@ -1,0 +1,90 @@
+"""The ffn commands end to end on tiny models, and the FFN views."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mechit.cli import main
+from mechit.commands.ffn import parse_layers
+from mechit.errors import InputError
+
+WORDS = "the cat sat on mat dog story about write give find make tell please answer question".split()
+
+
+@pytest.fixture(scope="module")
+def words_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("words") / "words.txt"
+    path.write_text("\n".join(WORDS) + "\n")
+    return path
+
+
+def test_parse_layers():
+    assert parse_layers(None) is None
+    assert parse_layers("3") == [3]
+    assert parse_layers("0, 2-4") == [0, 2, 3, 4]
+    with pytest.raises(InputError, match="--layers 'a'"):
+        parse_layers("a")
+
+
+def test_ffn_rotation_and_labels_commands(tiny_pair_dirs, words_file, tmp_path, capsys):
+    base, tuned = map(str, tiny_pair_dirs)
+    out = tmp_path / "pair"
+    assert main(["ffn-rotation", "--base", base, "--tuned", tuned, "--out", str(out), "--k", "4",
+                 "--n-components", "5", "--top-k", "3", "--words", str(words_file), "--n-changed", "2"]) == 0
+    summary = pd.read_parquet(out / "rotation_summary.parquet")
+    assert summary["layer"].tolist() == [0, 1]
+    assert ((summary["max_angle_deg"] > 0) & (summary["max_angle_deg"] <= 90)).all()
+    assert len(pd.read_parquet(out / "rotation_changed.parquet")) == 4
+    for m in ("base", "tuned"):
+        concepts = pd.read_parquet(out / m / "concepts.parquet")
+        assert len(concepts) == 2 * 5 * 3 and set(concepts["word"]) <= set(WORDS)
+    for name in ("principal_angles", "neuron_cosines"):
+        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.svg").exists()
+    assert json.loads((out / "meta.json").read_text())["k"] == 4
+
+    assert main(["ffn-labels", str(out)]) == 0
+    labels = pd.read_parquet(out / "labels.parquet")
+    assert len(labels) == 2 * 2 * 5 * 2  # models x layers x components x questions (1 seed)
+    table = pd.read_csv(out / "label_table.csv")
+    task = table[table.question == "task"]
+    assert task["base"].sum() == pytest.approx(1.0) and task["tuned"].sum() == pytest.approx(1.0)
+    assert (out / "label_proportions_task.png").exists() and (out / "label_proportions_level.svg").exists()
+    assert set(pd.read_csv(out / "label_table_groups.csv")["layer_group"]) == {0}
+
+
+def test_ffn_command_and_errors(tiny_pair_dirs, words_file, tmp_path, capsys):
+    out = tmp_path / "one"
+    assert main(["ffn", "--model", str(tiny_pair_dirs[0]), "--out", str(out), "--layers", "1", "--n-components",
+                 "3", "--top-k", "2", "--words", str(words_file), "--neurons", "4", "--neuron-k", "5"]) == 0
+    neurons = pd.read_parquet(out / "neurons.parquet")
+    assert neurons["neuron"].nunique() == 4 and set(neurons["layer"]) == {1}
+    assert (neurons.groupby(["neuron", "direction"]).size() == 5).all()
+    assert main(["ffn-labels", str(out)]) == 0
+    assert not (out / "label_table.csv").exists()  # one model: proportions only
+    # bad input: one line on stderr, exit 2
+    assert main(["ffn", "--model", str(tiny_pair_dirs[0]), "--out", str(out), "--n-components", "999", "--top-k", "2",
+                 "--words", str(words_file)]) == 2
+    assert "exceeds the rank" in capsys.readouterr().err
+    assert main(["ffn-labels", str(tmp_path / "nowhere")]) == 2
+    assert "run `mechit ffn`" in capsys.readouterr().err
+    assert main(["ffn-labels", str(out), "--labeller", "endpoint"]) == 2
+    assert "--url" in capsys.readouterr().err
+
+
+def test_neuron_view_and_label_figure(tiny_pair_dirs, tmp_path):
+    from mechit.labels import label_proportions
+    from mechit.models import load_model
+    from mechit.viz.ffn import neuron_view, plot_label_proportions, save_figure
+
+    pair = (load_model(tiny_pair_dirs[0]), load_model(tiny_pair_dirs[1]))
+    view = neuron_view(pair, 0, [1, 7], k=3)
+    html = view.save(tmp_path / "neurons.html").read_text()
+    assert "TopkTokens" in html and "Model" in html
+    labels = pd.DataFrame({"model": ["base", "tuned"] * 4, "layer": [0, 0, 4, 4] * 2, "component": [0, 0, 0, 0, 1, 1, 1, 1],
+                           "seed": 0, "question": "task", "label": ["math", "none", "none", "coding"] * 2})
+    fig = plot_label_proportions(label_proportions(labels))
+    assert [ax.get_title() for ax in fig.axes] == ["writing", "math", "coding", "translation"]
+    assert all(p.exists() for p in save_figure(fig, tmp_path / "fig"))
