@@ -22,6 +22,16 @@ _EXPORTS = {
     "SpecError": "mechit.errors",
     "IncompatiblePairError": "mechit.errors",
     "InputError": "mechit.errors",
+    "load_model": "mechit.models", "load_pair": "mechit.models", "ModelPair": "mechit.models",
+    "check_pair": "mechit.models", "describe": "mechit.models",
+    "encode": "mechit.tokens", "Encoded": "mechit.tokens", "span_mask": "mechit.tokens",
+    "group_words": "mechit.tokens", "word_vectors": "mechit.tokens", "WordVectors": "mechit.tokens",
+    "INSTRUCTION_VERBS": "mechit.wordlists", "general_verbs": "mechit.wordlists",
+    "frequent_words": "mechit.wordlists",
+    "neuron_tokens": "mechit.ffn", "ffn_concepts": "mechit.ffn", "ffn_rotation": "mechit.rotation", "Rotation": "mechit.rotation", "LexiconLabeller": "mechit.labels", "EndpointLabeller": "mechit.labels", "LocalModelLabeller": "mechit.labels", "label_concepts": "mechit.labels", "label_proportions": "mechit.labels", "label_table": "mechit.labels",
+    "attribute": "mechit.attribution", "Attribution": "mechit.attribution", "read_prompts": "mechit.prompts",
+    "head_pairs": "mechit.heads", "head_knowledge": "mechit.heads", "head_shift": "mechit.verb_shift", "head_change_scores": "mechit.verb_shift", "verb_fractions": "mechit.verb_shift", "instruction_attention": "mechit.attention_mass", "get_similarity": "mechit.similarity",
+    "write_report": "mechit.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,6 +19,11 @@ from mechit.errors import MechitError
 
 COMMAND_MODULES = [
     "info",
+    "attribute",
+    "organism",
+    "compare",
+    "heads",
+    "ffn",
 ]
 
 

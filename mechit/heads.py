@@ -40,6 +40,8 @@ categoricals over the word list, compact for the millions of rows of a 20k-word 
 from __future__ import annotations
 
 import logging
+import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -87,26 +89,106 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return np.arange(len(groups)) - np.repeat(starts, lengths)
 
 
+@contextmanager
+def _one_thread():
+    """torch on one thread for the small per-head operations: on shared cores a second thread
+    of a small operation waits to be scheduled, which costs more than the operation saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _candidates(h: Float[Tensor, "words d_head"], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per dimension (raw index order) the top-k words by |h| and their values: (d_head, k) each."""
+    idx = h.abs().topk(k, dim=0).indices.T.numpy()  # the same per column as torch.topk(h[:, r].abs(), k)
+    return idx, h.numpy()[idx, np.arange(h.shape[1])[:, None]]
+
+
+def _f32_below(thresholds: np.ndarray) -> np.ndarray:
+    """float64 thresholds rounded down to float32: for a float32 s, ``s > t`` iff ``s > t32``."""
+    t32 = thresholds.astype(np.float32)
+    over = t32.astype(np.float64) > thresholds
+    t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
+    return t32
+
+
+def _descending(s: np.ndarray) -> np.ndarray:
+    """int64 keys in [0, 2^32] that sort float32 values in descending order (-0.0 = 0.0)."""
+    bits = (s + np.float32(0)).view(np.int32).astype(np.int64)
+    return (1 << 31) - np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
+def _dim_pairs(
+    order: np.ndarray, q: tuple[np.ndarray, np.ndarray], kk: tuple[np.ndarray, np.ndarray],
+    unit: Tensor, thr32: np.ndarray, n_words: int,
+) -> dict[str, np.ndarray]:
+    """The K x K step of :func:`qk_dim_pairs` from the candidates of both sides (raw dimension
+    order); ``order``: dimensions in energy order. Per dimension the candidates are put
+    positives first, then negatives (zeros last): only the two same-sign blocks can raise the
+    logit, so only they are multiplied (into a -inf-filled K x K buffer)."""
+    q_idx, q_val = q[0][order], q[1][order]
+    k_idx, k_val = kk[0][order], kk[1][order]
+    d_head, k = q_idx.shape
+    q_perm = np.argsort(np.where(q_val > 0, 0, np.where(q_val < 0, 1, 2)), axis=1, kind="stable")
+    k_perm = np.argsort(np.where(k_val > 0, 0, np.where(k_val < 0, 1, 2)), axis=1, kind="stable")
+    q_words, k_words = np.take_along_axis(q_idx, q_perm, 1), np.take_along_axis(k_idx, k_perm, 1)
+    q_pos, q_neg = (q_val > 0).sum(1).tolist(), (q_val < 0).sum(1).tolist()
+    k_pos, k_neg = (k_val > 0).sum(1).tolist(), (k_val < 0).sum(1).tolist()
+    sims = torch.full((d_head, k, k), -math.inf)
+    u_q, u_k = unit.new_empty(k, unit.shape[1]), unit.new_empty(k, unit.shape[1])
+    q_rows, k_rows = torch.from_numpy(q_words), torch.from_numpy(k_words)
+    for r in range(d_head):  # two small products per dimension; the gathered rows stay in cache
+        torch.index_select(unit, 0, q_rows[r], out=u_q)
+        torch.index_select(unit, 0, k_rows[r], out=u_k)
+        a, b = q_pos[r], k_pos[r]
+        if a and b:
+            torch.mm(u_q[:a], u_k[:b].T, out=sims[r, :a, :b])
+        a2, b2 = a + q_neg[r], b + k_neg[r]
+        if a2 > a and b2 > b:
+            torch.mm(u_q[a:a2], u_k[b:b2].T, out=sims[r, a:a2, b:b2])
+    sims = sims.numpy()  # exact cosines (GRID), -inf where the signs differ
+    keep = sims > np.maximum(thr32[q_words][:, :, None], thr32[k_words][:, None, :])
+    r, i, j = np.nonzero(keep)
+    a, b, s = q_words[r, i], k_words[r, j], sims[r, i, j]
+    i, j = q_perm[r, i], k_perm[r, j]  # positions in top-k order
+    score = q_val[r, i] * k_val[r, j]
+    ok = (a != b) & (score > 0)
+    r, i, j, a, b, s, score = r[ok], i[ok], j[ok], a[ok], b[ok], s[ok], score[ok]
+    # by dimension, then similarity descending, ties in top-k order (as the reference's loops)
+    bits = max(1, (k - 1).bit_length())
+    if (d_head - 1).bit_length() + 33 + 2 * bits <= 63:
+        sort = np.argsort((((r << 33) | _descending(s)) << 2 * bits) | (i << bits) | j)
+    else:
+        sort = np.lexsort((j, i, -s.astype(np.float64), r))
+    r, a, b, score, s = r[sort], a[sort], b[sort], score[sort], s[sort].astype(np.float64)
+    return {
+        "dim": order[r], "dim_rank": r, "rank": _rank_within(r),
+        "a": a, "b": b, "score": score, "similarity": s, "knowledge": _in_several_dims(a, b, n_words),
+    }
+
+
 def qk_dim_pairs(
     h_q: Float[Tensor, "words d_head"],
     h_k: Float[Tensor, "words d_head"],
     unit: Float[Tensor, "words dim"],
     thresholds: Float[Tensor, "words"],
     top_k: int = 100,
-    *,
-    dim_chunk: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The paper's per-dimension pairs of one head, all dimensions at once: one batched top-k
-    per side, then per dimension a K x K mask (sign, both thresholds, not the same word) from
-    one batched product of the candidates' similarity vectors.
+    """The paper's per-dimension pairs of one head: one top-k per side over all dimensions;
+    per dimension the similarities of the two same-sign candidate blocks (opposite signs
+    cannot raise the logit), one small product each; then one vectorised mask over all
+    dimensions' K x K pairs (both thresholds), the same-word and sign checks on the kept
+    pairs, and one sort.
 
     ``unit``: the words' similarity vectors from :func:`mechit.similarity.unit_rows` (their dot
     products are exact cosines); ``thresholds``: each word's relatedness threshold
     (:func:`mechit.similarity.word_thresholds`). Returns equal-length arrays ``dim, dim_rank,
     rank, a, b, score, similarity`` (``a``/``b`` are word indices) ordered by dim_rank, then rank
     (similarity descending, ties in top-k order), and ``knowledge`` (the pair is kept in more
-    than one dimension). Equals :func:`qk_dim_pairs_reference`. ``dim_chunk`` dimensions are
-    done per batch (default: as many as fit in about 64 MB of gathered vectors).
+    than one dimension). Equals :func:`qk_dim_pairs_reference`. Runs torch on one thread.
 
     >>> hq = torch.tensor([[2.0], [1.0], [0.1]]); hk = torch.tensor([[0.1], [1.0], [2.0]])
     >>> unit = torch.eye(3); unit[2] = unit[0]                 # words 0 and 2 related
@@ -115,42 +197,11 @@ def qk_dim_pairs(
     ([0], [2])
     """
     h_q, h_k = h_q.detach().float(), h_k.detach().float()
-    n_words, d_head = h_q.shape
-    k = min(top_k, n_words)
-    unit = unit.float()
-    thresholds = thresholds.double().numpy()
-    dim_chunk = dim_chunk or max(1, (1 << 24) // (k * unit.shape[1]))
-    order = energy_order(h_q, h_k)  # (d_head,)
-    q_idx = torch.from_numpy(np.abs(h_q.numpy())).topk(k, dim=0).indices  # (k, d_head) word ids
-    k_idx = torch.from_numpy(np.abs(h_k.numpy())).topk(k, dim=0).indices
-    # the K x K bookkeeping is small: numpy, single-threaded (no thread start-up per step)
-    q_val = h_q.gather(0, q_idx).T[order].numpy()  # (d_head, k), dims in energy order
-    k_val = h_k.gather(0, k_idx).T[order].numpy()
-    q_idx, k_idx = q_idx.T[order], k_idx.T[order]
-    parts = []
-    for start in range(0, d_head, dim_chunk):
-        qi, ki = q_idx[start : start + dim_chunk], k_idx[start : start + dim_chunk]  # (c, k)
-        c = qi.shape[0]
-        u_q = unit.index_select(0, qi.flatten()).view(c, k, -1)  # (c, k, dim)
-        u_k = unit.index_select(0, ki.flatten()).view(c, k, -1)
-        sims = torch.bmm(u_q, u_k.transpose(1, 2)).numpy()  # (c, k, k), exact in fp32
-        qi, ki = qi.numpy(), ki.numpy()
-        score = q_val[start : start + dim_chunk, :, None] * k_val[start : start + dim_chunk, None, :]  # (c, k, k)
-        keep = (
-            (score > 0)
-            & (sims > thresholds[qi][:, :, None])
-            & (sims > thresholds[ki][:, None, :])
-            & (qi[:, :, None] != ki[:, None, :])
-        )
-        r, i, j = np.nonzero(keep)  # row-major: (dim, query position, key position)
-        parts.append((r + start, qi[r, i], ki[r, j], score[r, i, j], sims[r, i, j].astype(np.float64)))
-    r, a, b, score, sims = (np.concatenate(p) for p in zip(*parts))
-    sort = np.lexsort((-sims, r))  # by dimension, then similarity descending; stable
-    r, a, b, score, sims = r[sort], a[sort], b[sort], score[sort], sims[sort]
-    return {
-        "dim": order.numpy()[r], "dim_rank": r, "rank": _rank_within(r),
-        "a": a, "b": b, "score": score, "similarity": sims, "knowledge": _in_several_dims(a, b, n_words),
-    }
+    k = min(top_k, h_q.shape[0])
+    with _one_thread():
+        order = energy_order(h_q, h_k).numpy()
+        return _dim_pairs(order, _candidates(h_q, k), _candidates(h_k, k), unit.float().contiguous(),
+                          _f32_below(thresholds.double().numpy()), h_q.shape[0])
 
 
 def qk_dim_pairs_reference(
@@ -330,24 +381,51 @@ def words_and_vectors(model, words: Sequence[str] | None) -> tuple[list[str], Fl
     return list(found.words), found.vectors.float()
 
 
-def _frame(method: str, layer: int, head: int, out: dict, words: pd.Index, words_b: pd.Index | Sequence[str]) -> pd.DataFrame:
-    """One head's rows; words are categoricals over the word list (compact for millions of rows)."""
-    n = len(out["a"])
-    word_b = (pd.Categorical.from_codes(out["b"], categories=words_b) if isinstance(words_b, pd.Index)
-              else np.asarray(words_b, dtype=object)[out["b"]])
+def _frame(
+    method: str, parts: list[tuple[int, int, dict]], words: pd.Index, token_names: list[str] | None
+) -> pd.DataFrame:
+    """All heads' rows in one frame, built once from the concatenated arrays; words are
+    categoricals over the word list (compact for millions of rows). ``token_names`` (ov):
+    ``b`` indexes this list of output tokens instead of the word list."""
+    sizes = [len(out["a"]) for _, _, out in parts]
+    n = sum(sizes)
+
+    def column(key, dtype, fill=None):
+        arrays = [out.get(key, np.full(len(out["a"]), fill)) for _, _, out in parts]
+        return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
+
+    def optional_int(key):  # qk-dims only; <NA> for qk/ov
+        return pd.arrays.IntegerArray(column(key, np.int64, 0), np.full(n, method != "qk-dims"))
+
+    b = column("b", np.int64)
+    word_b = (pd.Categorical.from_codes(b, categories=words) if token_names is None
+              else np.asarray(token_names, dtype=object)[b])
     return pd.DataFrame({
-        "method": method, "layer": np.full(n, layer), "head": np.full(n, head),
-        "dim": pd.array(out["dim"], dtype="Int64"), "dim_rank": pd.array(out["dim_rank"], dtype="Int64"),
-        "rank": out["rank"], "word_a": pd.Categorical.from_codes(out["a"], categories=words), "word_b": word_b,
-        "score": out["score"].astype(np.float32), "similarity": out["similarity"].astype(np.float64),
-        "knowledge": out.get("knowledge", np.zeros(n, dtype=bool)),
-    })
+        "method": method,
+        "layer": np.repeat(np.array([layer for layer, _, _ in parts], dtype=np.int64), sizes),
+        "head": np.repeat(np.array([head for _, head, _ in parts], dtype=np.int64), sizes),
+        "dim": optional_int("dim"), "dim_rank": optional_int("dim_rank"), "rank": column("rank", np.int64),
+        "word_a": pd.Categorical.from_codes(column("a", np.int64), categories=words), "word_b": word_b,
+        "score": column("score", np.float32), "similarity": column("similarity", np.float64, np.nan),
+        "knowledge": column("knowledge", bool, False),
+    }, index=pd.RangeIndex(n))
 
 
 def _whole(values: Tensor, rows: Tensor, cols: Tensor) -> dict:
-    n = len(values)
-    return {"dim": [pd.NA] * n, "dim_rank": [pd.NA] * n, "rank": np.arange(n), "a": rows.numpy(),
-            "b": cols.numpy(), "score": values.numpy(), "similarity": np.full(n, np.nan)}
+    return {"rank": np.arange(len(values)), "a": rows.numpy(), "b": cols.numpy(), "score": values.numpy()}
+
+
+def head_projections(
+    vectors: Float[Tensor, "words d_model"], w: Float[Tensor, "heads d_model d_head"]
+) -> Float[Tensor, "words heads d_head"]:
+    """``vectors @ w[h]`` for every head in one matrix product (bitwise equal to the per-head
+    products on CPU; one large product is faster than one per head).
+
+    >>> head_projections(torch.ones(2, 3), torch.ones(4, 3, 5)).shape
+    torch.Size([2, 4, 5])
+    """
+    heads, d_model, d_head = w.shape
+    return (vectors @ w.permute(1, 0, 2).reshape(d_model, heads * d_head)).view(-1, heads, d_head)
 
 
 def head_pairs(
@@ -394,34 +472,45 @@ def head_pairs(
         thresholds = word_thresholds(unit, n_frequent=n_frequent)
     if method == "ov":
         w_u = models.unembedding(model)
-    frames = []
+    parts, token_names = [], []
     bar = tqdm(total=len(layer_list) * len(head_list), desc=f"head pairs ({method})", unit="head",
                disable=not progress)
     kv_heads = {head: models.kv_head(model, head) for head in head_list}
+    if method == "qk-dims":
+        k = min(top_k, len(kept))
+        thr32 = _f32_below(thresholds.double().numpy())
+        unit = unit.float().contiguous()
     with torch.no_grad():
         for layer in layer_list:
             if method == "ov":
                 w_a, w_o = models.ov_weights(model, layer)  # (H, d, dh), (H, dh, d)
+                h_a = head_projections(vectors, w_a[head_list])  # (words, heads, d_head)
             else:
                 w_a, w_b = models.qk_weights(model, layer)  # K repeated per query head
+                h_a = head_projections(vectors, w_a[head_list])  # (words, heads, d_head)
                 # one key projection per KV head (GQA): query heads sharing it reuse it
-                h_b = {kv: vectors @ w_b[head] for head, kv in reversed(kv_heads.items())}
-            for head in head_list:
-                h_a = vectors @ w_a[head]  # (words, d_head)
+                first = {kv: head for head, kv in reversed(kv_heads.items())}
+                h_b = dict(zip(first, head_projections(vectors, w_b[list(first.values())]).unbind(1)))
+            if method == "qk-dims":
+                with _one_thread():  # key candidates once per KV head
+                    key_side = {kv: _candidates(h, k) for kv, h in h_b.items()}
+            for slot, head in enumerate(head_list):
+                h = h_a[:, slot]  # (words, d_head), a strided view
                 if method == "qk-dims":
-                    out = qk_dim_pairs(h_a, h_b[kv_heads[head]], unit, thresholds, top_k)
-                    frames.append(_frame(method, layer, head, out, categories, categories))
+                    with _one_thread():
+                        order = energy_order(h, h_b[kv_heads[head]]).numpy()
+                        out = _dim_pairs(order, _candidates(h, k), key_side[kv_heads[head]], unit, thr32, len(kept))
                 elif method == "qk":
-                    frames.append(_frame(method, layer, head, _whole(*qk_pairs(h_a, h_b[kv_heads[head]], top_k)),
-                                         categories, categories))
+                    out = _whole(*qk_pairs(h, h_b[kv_heads[head]], top_k))
                 else:
-                    out = _whole(*ov_pairs(h_a, w_o[head], w_u, top_k))
-                    tokens = [model.tokenizer.decode([i]) for i in out["b"].tolist()]
-                    out["b"] = np.arange(len(tokens))
-                    frames.append(_frame(method, layer, head, out, categories, tokens))
+                    out = _whole(*ov_pairs(h, w_o[head], w_u, top_k))
+                    tokens = out["b"].tolist()
+                    out["b"] = np.arange(len(token_names), len(token_names) + len(tokens))
+                    token_names += [model.tokenizer.decode([i]) for i in tokens]
+                parts.append((layer, head, out))
                 bar.update()
     bar.close()
-    result = pd.concat(frames, ignore_index=True)
+    result = _frame(method, parts, categories, token_names if method == "ov" else None)
     result.attrs.update(method=method, n_words=len(kept), top_k=top_k,
                         similarity=getattr(source, "name", None))
     return result[COLUMNS]

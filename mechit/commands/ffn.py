@@ -57,6 +57,8 @@ def register(subparsers) -> None:
         "bottom words of the strongest neurons. Writes concepts.parquet, neurons.parquet, meta.json.",
     )
     p.add_argument("--model", required=True, help="hub id, model directory, .gguf file, organism-base or organism-tuned")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
     _common(p)
     p.add_argument("--neurons", default="32",
                    help="neurons per layer for the neuron table: N strongest by |W_out row| (default 32) or 'all'")
@@ -71,6 +73,8 @@ def register(subparsers) -> None:
         "Without --base/--tuned: the embedded organism pair.",
     )
     p.add_argument("--base", help="pre-trained model spec (default: organism-base)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
     p.add_argument("--tuned", help="instruction-tuned model spec (default: organism-tuned)")
     _common(p)
     p.add_argument("--k", type=int, default=50, help="components compared per layer (default 50)")
@@ -137,7 +141,7 @@ def run_ffn(args: argparse.Namespace) -> int:
     from mechit.models import load_model, mlp_out_weights
     from mechit.store import write_json
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     n_rows = _concepts(model, args, args.out)
     tables = []
     for layer in tqdm(resolve_layers(model, parse_layers(args.layers)), desc="neurons", unit="layer"):
@@ -167,7 +171,7 @@ def run_rotation(args: argparse.Namespace) -> int:
     from mechit.store import write_json
     from mechit.viz.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
 
-    pair = load_pair(args.base, args.tuned)
+    pair = load_pair(args.base, args.tuned, trust_remote_code=args.trust_remote_code)
     words = _words(args.words)
     rotation = ffn_rotation(pair, parse_layers(args.layers), k=args.k, top_k=args.top_k, words=words,
                             n_changed=args.n_changed)

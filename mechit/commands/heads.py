@@ -114,7 +114,7 @@ def _settings(directory: Path) -> dict:
 def run_shift(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mechit.head_shift import head_change_scores, head_shift, verb_fractions
+    from mechit.verb_shift import head_change_scores, head_shift, verb_fractions
     from mechit.store import write_table
     from mechit.wordlists import read_words
 

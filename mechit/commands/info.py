@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("spec", help="hub id, model directory, .gguf file, organism-base or organism-tuned")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
     parser.set_defaults(run=run)
 
 
@@ -45,6 +47,6 @@ def format_info(info: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from mechit.models import describe, load_model
 
-    info = describe(load_model(args.spec))
+    info = describe(load_model(args.spec, trust_remote_code=args.trust_remote_code))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

@@ -1,6 +1,6 @@
 """Views of mechit's frames for notebooks and HTML export, one module per analysis.
 
-- :mod:`mechit.viz.attention`: base vs tuned attention patterns side by side
+- :mod:`mechit.viz.attention_views`: base vs tuned attention patterns side by side
   (:func:`attention`), top word pairs of a head for both models (:func:`head_pairs_table`).
 
 Every view returns an object that renders in Jupyter (``_repr_html_``) and has
@@ -16,9 +16,9 @@ import importlib
 
 # public name -> module that defines it (one line per module; add yours)
 _EXPORTS = {
-    "attention": "mechit.viz.attention", "head_pairs_table": "mechit.viz.attention", "HTMLView": "mechit.viz.attention",
+    "attention": "mechit.viz.attention_views", "head_pairs_table": "mechit.viz.attention_views", "HTMLView": "mechit.viz.attention_views",
     "neuron_view": "mechit.viz.ffn", "plot_label_proportions": "mechit.viz.ffn", "plot_principal_angles": "mechit.viz.ffn", "plot_neuron_cosines": "mechit.viz.ffn", "save_figure": "mechit.viz.ffn",
-    "attention_patterns": "mechit.viz.attention", "top_head_pairs": "mechit.viz.attention",
+    "attention_patterns": "mechit.viz.attention_views", "top_head_pairs": "mechit.viz.attention_views",
 }
 
 __all__ = sorted(_EXPORTS)

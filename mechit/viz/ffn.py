@@ -161,7 +161,7 @@ def neuron_view(model_or_pair: Any, layer: int, neurons: Sequence[int], *, k: in
 
     The candidate tokens are every model's top and bottom ``k`` words of the chosen
     neurons; scores are ``W_out[n] · W_U`` of each model. With a pair, the first drop-down
-    switches between base and tuned. Returns an :class:`~mechit.viz.attention.HTMLView`.
+    switches between base and tuned. Returns an :class:`~mechit.viz.attention_views.HTMLView`.
 
     >>> viz.neuron_view(pair, 3, [10, 42]).save("neurons.html")      # doctest: +SKIP
     """
@@ -170,7 +170,7 @@ def neuron_view(model_or_pair: Any, layer: int, neurons: Sequence[int], *, k: in
 
     from mechit.ffn import is_pair, neuron_tokens, pair_models, vocab_strings, word_key
     from mechit.models import mlp_out_weights, unembedding
-    from mechit.viz.attention import HTMLView
+    from mechit.viz.attention_views import HTMLView
 
     models = list(zip(("base", "tuned"), pair_models(model_or_pair))) if is_pair(model_or_pair) else [("model", model_or_pair)]
     ids: dict[str, int] = {}

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import t as student_t
 
 from mechit.errors import InputError
-from mechit.head_shift import head_change_scores, head_shift, verb_counts, verb_fractions
+from mechit.verb_shift import head_change_scores, head_shift, verb_counts, verb_fractions
 
 INSTRUCTION = ["write", "tell"]
 GENERAL = ["run", "eat", "go"]
@@ -98,9 +98,9 @@ def test_bad_frames_are_clear_errors():
         head_shift(BASE, TUNED, instruction_verbs=[], general_verbs=GENERAL)
 
 
-def test_public_name_calls_the_function_even_after_the_module_is_imported():
+def test_public_name_is_the_function_even_after_its_module_is_imported():
     import mechit
-    import mechit.head_shift  # binds mechit.head_shift to the module
+    import mechit.verb_shift  # binds mechit.verb_shift (the module), not mechit.head_shift
 
     expected = head_shift(BASE, TUNED, instruction_verbs=INSTRUCTION, general_verbs=GENERAL, layer_group=1)
     got = mechit.head_shift(BASE, TUNED, instruction_verbs=INSTRUCTION, general_verbs=GENERAL, layer_group=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-from mechit.instruction_attention import instruction_attention
+from mechit.attention_mass import instruction_attention
 from mechit.tokens import encode
 
 RECORD = {"id": "r1", "group": "translate", "prompt": "Translate this text into french: the cat sat",
@@ -76,3 +76,13 @@ def test_head_pairs_table_aligns_both_models():
     assert frame["base_pair"].tolist() == ["a=b", "c=d"] and frame["base_n_dims"].tolist() == [2, 1]
     assert frame["tuned_pair"].iloc[0] == "a=b" and frame["tuned_pair"].isna().iloc[1]
     assert "a=b" in view._repr_html_()
+
+
+def test_public_names_stay_functions_after_their_modules_are_imported():
+    import mechit
+    import mechit.attention_mass
+    import mechit.viz
+    import mechit.viz.attention_views
+
+    assert mechit.instruction_attention is mechit.attention_mass.instruction_attention
+    assert mechit.viz.attention is mechit.viz.attention_views.attention

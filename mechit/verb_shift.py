@@ -26,8 +26,6 @@ contain the verb as either word (case-insensitive).
 
 from __future__ import annotations
 
-import sys
-import types
 
 from typing import Sequence
 
@@ -183,13 +181,3 @@ def head_change_scores(
     return out.reset_index().sort_values(["shift", "layer", "head"], ascending=[False, True, True],
                                          ignore_index=True)
 
-
-class _CallableModule(types.ModuleType):
-    """``mechit.head_shift`` names both this module and its function: once the module is imported,
-    Python binds the package attribute to the module, so the module calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return head_shift(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

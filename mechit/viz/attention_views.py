@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 
 import html
 from pathlib import Path
@@ -152,13 +150,3 @@ def head_pairs_table(pairs_base: pd.DataFrame, pairs_tuned: pd.DataFrame, layer:
     view.frame = frame
     return view
 
-
-class _CallableModule(types.ModuleType):
-    """``mechit.viz.attention`` names both this module and its function: once the module is imported,
-    Python binds the package attribute to the module, so the module calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return attention(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -24,8 +24,6 @@ response token) as its only query. Run it on both models and compare:
 
 from __future__ import annotations
 
-import sys
-import types
 
 from pathlib import Path
 from typing import Iterable
@@ -103,13 +101,3 @@ def instruction_attention(
                              len(enc.prompt_positions), len(enc.response_positions)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
-
-class _CallableModule(types.ModuleType):
-    """``mechit.instruction_attention`` names both this module and its function: once the module is imported,
-    Python binds the package attribute to the module, so the module calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return instruction_attention(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

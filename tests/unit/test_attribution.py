@@ -1,0 +1,174 @@
+"""attribute(): exact batched gradients, the Attribution object, chat templates, generation, bad input."""
+
+import pytest
+import torch
+
+from mechit.attribution import Attribution, attribute
+from mechit.attribution_grad import (
+    chunk_size,
+    choose_method,
+    gradient_x_input,
+    gradient_x_input_loop,
+    product_bytes,
+)
+from mechit.attribution_math import density, rescale, sparsify
+from mechit.errors import InputError
+from mechit.tokens import encode
+
+PROMPT = "Translate this text into french: the cat sat on the mat"
+RESPONSE = " le chat est sur le tapis"
+
+
+def rel_diff(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma", "gpt2"])
+def model_and_reference(request):
+    """(model, encoded, per-token-loop reference raw, reference probs), once per family."""
+    model = request.getfixturevalue(f"tiny_{request.param}")
+    enc = encode(model.tokenizer, PROMPT, RESPONSE)
+    ref, probs = gradient_x_input_loop(model, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    return model, enc, ref, probs
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward"])
+@pytest.mark.parametrize("products_per_chunk", [None, 3])  # None: everything in one chunk
+def test_batched_equals_per_token_loop(model_and_reference, method, products_per_chunk):
+    model, enc, ref, ref_probs = model_and_reference
+    seq = len(enc.input_ids)
+    budget = 2**40 if products_per_chunk is None else products_per_chunk * product_bytes(model, seq)
+    raw, probs = gradient_x_input(model, enc.input_ids, enc.prompt_positions, enc.response_positions,
+                                  method=method, memory_budget=budget)
+    assert raw.shape == (len(enc.prompt_positions), len(enc.response_positions))
+    assert rel_diff(raw, ref) < 1e-5
+    torch.testing.assert_close(probs, ref_probs, rtol=1e-5, atol=0)
+    assert ref.abs().max() > 0
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward"])
+def test_float64_agrees_to_rounding(tiny_llama_dir, method):
+    from mechit.models import load_model
+
+    model = load_model(tiny_llama_dir).to(torch.float64)
+    enc = encode(model.tokenizer, PROMPT, RESPONSE)
+    args = (model, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    ref, _ = gradient_x_input_loop(*args)
+    raw, _ = gradient_x_input(*args, method=method)
+    # not 1e-15: Hugging Face norms compute in float32 internally even in a float64 model
+    assert raw.dtype == torch.float64 and rel_diff(raw, ref) < 1e-6
+
+
+def test_paper_style_backward_gives_the_same_values(tiny_llama):
+    enc = encode(tiny_llama.tokenizer, PROMPT, RESPONSE)
+    args = (tiny_llama, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    paper, _ = gradient_x_input_loop(*args, weight_grads=True)
+    ref, _ = gradient_x_input_loop(*args)
+    assert rel_diff(paper, ref) < 1e-6
+    tiny_llama.zero_grad(set_to_none=True)
+
+
+def test_gradient_times_input_uses_the_scaled_embedding(tiny_gemma):
+    """Independent check through Hugging Face directly: Gemma's embedding module applies sqrt(d_model)."""
+    hf = tiny_gemma.original_model
+    enc = encode(tiny_gemma.tokenizer, PROMPT, RESPONSE)
+    ids = enc.input_ids[None]
+    emb = hf.get_input_embeddings()(ids).detach().requires_grad_(True)
+    assert not torch.allclose(emb, hf.get_input_embeddings().weight[ids])  # the scale is really there
+    probs = torch.softmax(hf(inputs_embeds=emb).logits[0], -1)
+    rp = enc.response_positions
+    p = probs[rp - 1, enc.input_ids[rp]]
+    columns = [(torch.autograd.grad(p[j], emb, retain_graph=True)[0][0] * emb[0].detach()).sum(-1)
+               for j in range(len(rp))]
+    expected = torch.stack(columns, 1)[enc.prompt_positions]
+    a = attribute(tiny_gemma, PROMPT, RESPONSE)
+    assert rel_diff(a.raw, expected) < 1e-5
+
+
+def test_choose_method_and_chunks(tiny_llama):
+    assert choose_method(200, 32) == "reverse"
+    assert choose_method(5, 100) == "forward" and choose_method(5, 20) == "reverse"
+    assert choose_method(5, 100, "reverse") == "reverse"
+    with pytest.raises(ValueError):
+        choose_method(5, 5, "sideways")
+    one = product_bytes(tiny_llama, 20)
+    assert one == 2 * 4 * 20 * (4 * 64 + 3 * 128 + 2 * 4 * 20)
+    assert chunk_size(tiny_llama, 20, 32, 2**40) == 32
+    assert chunk_size(tiny_llama, 20, 32, 1) == 1
+    assert chunk_size(tiny_llama, 20, 32, 24 * one) == 16  # balanced: 2 chunks of 16, not 24 + 8
+    assert chunk_size(tiny_llama, 20, 32, 11 * one) == 11  # 3 chunks: 11 + 11 + 10
+
+
+def test_attribution_object_is_consistent(tiny_llama):
+    spans = [(0, 31)]
+    a = attribute(tiny_llama, PROMPT, RESPONSE, instruction_spans=spans)
+    assert isinstance(a, Attribution) and not a.generated and a.method == "reverse"
+    n, m = a.raw.shape
+    assert n == len(a.prompt_tokens) == len(a.prompt_offsets) and m == len(a.response_tokens)
+    assert torch.equal(a.levels, sparsify(a.raw))
+    torch.testing.assert_close(a.density_raw, density(a.levels))
+    torch.testing.assert_close(a.density, rescale(a.density_raw))
+    # the instruction mask covers exactly the tokens inside "Translate this text into french:"
+    for (s, e), inside in zip(a.prompt_offsets, a.instruction_mask.tolist()):
+        assert inside == (s < 31)
+    mask = a.instruction_mask.float()
+    expected_score = float((a.density * mask).sum() / torch.log2(2 + mask.sum()))
+    assert a.score == pytest.approx(expected_score, rel=1e-6)
+    frame = a.to_frame()
+    assert list(frame.columns) == ["position", "token", "char_start", "char_end", "density", "density_raw",
+                                   "in_instruction"]
+    assert [PROMPT[s:e].strip() for s, e in zip(frame.char_start, frame.char_end)][-1] == "mat"
+    pairs = a.to_frame("pairs")
+    assert len(pairs) == n * m
+    assert pairs.raw.iloc[m + 1] == pytest.approx(float(a.raw[1, 1]))
+    html = str(a.show())
+    assert "density" in html and f"{m - 1}: " in html
+
+
+def test_raw_is_signed_and_levels_keep_the_top(tiny_llama):
+    a = attribute(tiny_llama, PROMPT, RESPONSE)
+    assert (a.raw < 0).any() and (a.raw > 0).any()
+    top = a.raw.argmax(dim=0)
+    assert torch.equal(a.levels[top, torch.arange(a.raw.shape[1])], torch.full((a.raw.shape[1],), 10.0))
+
+
+def test_chat_template_prompt_spans_still_map(tiny_llama):
+    spans = [(0, 31)]
+    a = attribute(tiny_llama, PROMPT, RESPONSE, instruction_spans=spans, chat_template=True)
+    enc = encode(tiny_llama.tokenizer, PROMPT, RESPONSE, chat_template=True)
+    assert "<|im_start|>" in enc.tokens and len(enc.input_ids) > len(encode(tiny_llama.tokenizer, PROMPT, RESPONSE).input_ids)
+    # template tokens are neither prompt nor response
+    assert "<|im_start|>" not in a.prompt_tokens + a.response_tokens
+    covered = "".join(PROMPT[s:e] for (s, e), inside in zip(a.prompt_offsets, a.instruction_mask.tolist()) if inside)
+    assert covered.replace("▁", " ").strip().startswith("Translate") and "cat" not in covered
+    ref, _ = gradient_x_input_loop(tiny_llama, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    assert rel_diff(a.raw, ref) < 1e-5
+
+
+def test_generation_is_greedy_and_recorded(tiny_llama):
+    a = attribute(tiny_llama, "the cat sat on the", max_new_tokens=4)
+    b = attribute(tiny_llama, "the cat sat on the", max_new_tokens=4)
+    assert a.generated and a.response == b.response and torch.equal(a.raw, b.raw)
+    # greedy by hand: argmax of the next-token logits, four times
+    ids = encode(tiny_llama.tokenizer, "the cat sat on the").input_ids
+    with torch.no_grad():
+        for _ in range(4):
+            ids = torch.cat([ids, tiny_llama(ids[None])[0, -1].argmax()[None]])
+    new = ids[-4:].tolist()
+    eos = tiny_llama.tokenizer.eos_token_id
+    new = new[: new.index(eos)] if eos in new else new
+    assert a.response == tiny_llama.tokenizer.decode(new, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(prompt="   ", response=" x"), "prompt"),
+    (dict(prompt="Say hi", response=""), "response"),
+    (dict(prompt="Say hi", response=" hi", instruction_spans=[(0, 40)]), "instruction_spans"),
+    (dict(prompt="Say hi", response=" hi", instruction_spans=[(0, 3), (2, 5)]), "instruction_spans"),
+    (dict(prompt="word " * 300, response=" hi"), "response"),
+    (dict(prompt="word " * 250, response=None, max_new_tokens=10), "prompt"),
+])
+def test_bad_input_names_the_field(tiny_llama, kwargs, field):
+    prompt, response = kwargs.pop("prompt"), kwargs.pop("response")
+    with pytest.raises(InputError, match=f"field '{field}'"):
+        attribute(tiny_llama, prompt, response, **kwargs)
