@@ -39,6 +39,12 @@ def slug(name: str) -> str:
     return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
@@ -52,6 +58,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

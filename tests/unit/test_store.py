@@ -51,3 +51,14 @@ def test_write_table_parquet_and_csv(tmp_path):
     frame = pd.DataFrame({"id": ["a", "b"], "score": [0.5, None]})
     pd.testing.assert_frame_equal(pd.read_parquet(write_table(frame, tmp_path / "t.parquet")), frame)
     pd.testing.assert_frame_equal(pd.read_csv(write_table(frame, tmp_path / "t.csv")), frame)
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    from mechit.store import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
