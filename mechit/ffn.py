@@ -23,9 +23,8 @@ The maths lives in pure tensor functions (:func:`principal_components`,
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -35,6 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechit.errors import InputError
+from mechit.threads import single_thread
 
 # singular values below S_max * max(shape) * FP32_EPS count as zero (weights are fp32)
 FP32_EPS = float(torch.finfo(torch.float32).eps)
@@ -93,23 +93,6 @@ def principal_components(
         singular_values=s[:n_components].float(),
         rank=rank,
     )
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run small dense work (Gram matrices, ``eigh``, ``svdvals``, row cosines) on one thread.
-
-    Parallel LAPACK and elementwise kernels gain little at a few hundred rows and, when
-    the cores are shared, their threads spin: ``eigh`` of 576 x 576 went from 0.15 s to
-    5 s with 2 threads under load. The large products (words, vocabulary) keep the
-    caller's thread count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _svd_via_gram(x: Float[Tensor, "n d"]) -> tuple[Float[Tensor, " m"], Float[Tensor, "m d"]]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -52,6 +51,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechit.errors import InputError
+from mechit.threads import single_thread
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,6 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
     lengths = np.diff(np.r_[starts, len(groups)])
     return np.arange(len(groups)) - np.repeat(starts, lengths)
-
-
-@contextmanager
-def _one_thread():
-    """torch on one thread for the small per-head operations: on shared cores a second thread
-    of a small operation waits to be scheduled, which costs more than the operation saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _candidates(h: Float[Tensor, "words d_head"], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +186,7 @@ def qk_dim_pairs(
     """
     h_q, h_k = h_q.detach().float(), h_k.detach().float()
     k = min(top_k, h_q.shape[0])
-    with _one_thread():
+    with single_thread():
         order = energy_order(h_q, h_k).numpy()
         return _dim_pairs(order, _candidates(h_q, k), _candidates(h_k, k), unit.float().contiguous(),
                           _f32_below(thresholds.double().numpy()), h_q.shape[0])
@@ -492,12 +480,12 @@ def head_pairs(
                 first = {kv: head for head, kv in reversed(kv_heads.items())}
                 h_b = dict(zip(first, head_projections(vectors, w_b[list(first.values())]).unbind(1)))
             if method == "qk-dims":
-                with _one_thread():  # key candidates once per KV head
+                with single_thread():  # key candidates once per KV head
                     key_side = {kv: _candidates(h, k) for kv, h in h_b.items()}
             for slot, head in enumerate(head_list):
                 h = h_a[:, slot]  # (words, d_head), a strided view
                 if method == "qk-dims":
-                    with _one_thread():
+                    with single_thread():
                         order = energy_order(h, h_b[kv_heads[head]]).numpy()
                         out = _dim_pairs(order, _candidates(h, k), key_side[kv_heads[head]], unit, thr32, len(kept))
                 elif method == "qk":

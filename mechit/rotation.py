@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechit.threads import single_thread
 from mechit.errors import IncompatiblePairError, InputError
 from mechit.ffn import (
     check_same_mlp,
@@ -38,7 +39,6 @@ from mechit.ffn import (
     pair_models,
     principal_components,
     resolve_layers,
-    single_thread,
     top_tokens,
     unit_word_vectors,
     vocab_strings,
@@ -272,7 +272,7 @@ def ffn_rotation(
         for name, model in models.items():
             w_in, w_gate = mlp_in_weights(model, layer)
             weights[name] = {"out": mlp_out_weights(model, layer), "in": w_in, "gate": w_gate}
-        with single_thread():  # small dense ops: see mechit.ffn.single_thread
+        with single_thread():  # small dense ops: see mechit.threads.single_thread
             geometry.append(_layer_geometry(layer, weights, k, n_changed))
 
     concept: dict[str, list[list[list[str]]]] = {}  # model -> layer -> component -> words
