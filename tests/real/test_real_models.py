@@ -48,7 +48,7 @@ def test_info_command_prints_the_architecture(smollm2_path, smollm2, capsys, mon
     from mechit import cli
     from mechit.commands import info
 
-    monkeypatch.setattr("mechit.models.load_model", lambda spec: smollm2)  # loaded once per session
+    monkeypatch.setattr("mechit.models.load_model", lambda spec, **options: smollm2)  # loaded once per session
     assert cli.main(["info", str(smollm2_path)]) == 0
     out = capsys.readouterr().out
     for line in ("layers        30", "heads         9", "kv_heads      3", "d_model       576",
