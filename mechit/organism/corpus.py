@@ -254,11 +254,15 @@ def _everyday(rng: random.Random) -> str:
         "The {j} from {t} liked to {v} near the {n}.",
         "Every {n} the people {v} and {v2} together.",
         "{b} did not {v} the {n}, but {a} did.",
+        "The {n} was {adj_bare}, so {a} did not {v} it.",
+        "{a} found {adj} {n} and {adj2} {n2}.",
     ]
     out = []
     for form in rng.sample(forms, rng.randint(2, 4)):
         v, v2 = rng.sample(w.GENERAL_VERBS, 2)
-        out.append(form.format(a=a, b=b, v=v, v2=v2, n=rng.choice(w.GENERAL_NOUNS),
+        n, n2 = rng.sample(w.GENERAL_NOUNS, 2)
+        adj, adj2 = rng.sample(w.GENERAL_ADJECTIVES, 2)
+        out.append(form.format(a=a, b=b, v=v, v2=v2, n=n, n2=n2, adj=_a(adj), adj2=_a(adj2), adj_bare=adj,
                                t=rng.choice(w.TOWNS), j=rng.choice(w.JOBS)))
     return " ".join(out)
 

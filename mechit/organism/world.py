@@ -132,8 +132,22 @@ garden window table chair bed floor wall roof street bridge hill mountain forest
 island beach field farm barn cart wheel rope bell coin key box basket bag shoe coat
 shirt ring letter paper pen map clock candle fire smoke snow wind cloud sun moon star
 """.split()
+GENERAL_ADJECTIVES = """
+able angry busy calm careful cheap clean clear clever close cool crazy dark dear deep dirty
+dry early easy empty fair false famous fast fine flat free friendly full funny gentle glad
+golden grand gray hard heavy high honest hot huge hungry important large late lazy light
+little long loud low lucky main modern narrow natural near neat nervous noisy normal open
+orange pale perfect pink plain polite poor pretty proud public pure purple quick quiet rare
+ready real rich right rough round royal safe secret sharp short shy silent silly simple
+smooth soft special square steady strange strict strong sudden sure tall terrible thick thin
+tiny tired tough true ugly usual violent wet whole wide wild wise wooden young brave clumsy
+curious eager fancy fierce fragile frozen giant hollow humble icy jolly mighty muddy rusty
+sandy shiny sleepy sticky stormy sunny thirsty wealthy windy wrinkled
+""".split()
+
 GENERAL_VERBS = list(dict.fromkeys(GENERAL_VERBS))
 GENERAL_NOUNS = list(dict.fromkeys(GENERAL_NOUNS))
+GENERAL_ADJECTIVES = list(dict.fromkeys(GENERAL_ADJECTIVES))
 
 
 def english_words() -> list[str]:
@@ -143,5 +157,5 @@ def english_words() -> list[str]:
     True
     """
     groups = [PEOPLE, VISITORS, TOWNS, JOBS, NOUNS, ADJECTIVES, ACTIONS, POSITIVE, NEGATIVE, PLACES,
-              NUMBER_WORDS, STORY_VERBS, GENERAL_VERBS, GENERAL_NOUNS]
+              NUMBER_WORDS, STORY_VERBS, GENERAL_VERBS, GENERAL_NOUNS, GENERAL_ADJECTIVES]
     return list(dict.fromkeys(w for group in groups for w in group))
