@@ -49,11 +49,11 @@ class TrainConfig:
     """Everything that determines a training run (its fingerprint)."""
 
     seed: int = 0
-    d_model: int = 128
-    n_layers: int = 4
+    d_model: int = 160
+    n_layers: int = 6
     n_heads: int = 8
     n_kv_heads: int = 2
-    d_mlp: int = 384
+    d_mlp: int = 448
     seq_len: int = 128
     batch_size: int = 16
     base_steps: int = 750
