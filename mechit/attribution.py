@@ -26,9 +26,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from mechit.attribution_grad import DEFAULT_MEMORY_BUDGET, Method, choose_method, gradient_x_input, product_bytes
+from mechit.attribution_grad import (DEFAULT_MEMORY_BUDGET, Method, choose_method, forward_bytes, gradient_x_input,
+                                     product_bytes)
 from mechit.attribution_math import density, instruction_score, rescale, sparsify
-from mechit.errors import InputError
+from mechit.errors import EmptyResponseError, InputError
 
 
 @dataclass
@@ -151,6 +152,17 @@ def context_window(model) -> int | None:
     return getattr(model.cfg, "n_ctx", None)
 
 
+def _check_max_memory(model, seq: int, n_response: int, max_memory: int | None, what: str) -> int:
+    """Bytes of the forward pass of ``seq`` tokens; InputError if it plus one gradient product exceed ``max_memory``."""
+    forward = forward_bytes(model, seq, n_response)
+    need = forward + product_bytes(model, seq)
+    if max_memory is not None and need > max_memory:
+        raise InputError(f"field 'prompt': {what} {seq} tokens, which need ~{need / 2**20:.1f} MiB (forward pass "
+                         f"~{forward / 2**20:.1f} MiB + one gradient product), more than --max-memory "
+                         f"{max_memory / 2**20:.1f} MiB; raise --max-memory or shorten the example")
+    return forward
+
+
 def attribute(
     model,
     prompt: str,
@@ -164,6 +176,7 @@ def attribute(
     p: float = 4,
     method: Method = "auto",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    max_memory: int | None = None,
 ) -> Attribution:
     """Gradient × input attribution of ``response`` to ``prompt`` under ``model`` (PAPER.md §1).
 
@@ -173,9 +186,15 @@ def attribute(
     ``chat_template=True`` wraps the prompt in the tokenizer's chat template (spans still
     refer to the bare prompt). ``L``, ``b``, ``p`` are the paper's constants. ``method``
     ("auto", "reverse", "forward") and ``memory_budget`` (bytes) only change speed and memory.
+    ``max_memory`` (bytes, None = no cap) bounds the whole attribution of the example: the
+    forward pass's saved activations (:func:`~mechit.attribution_grad.forward_bytes`) plus
+    one chunk of gradient products; chunks shrink to fit, and an example whose forward pass
+    and single product do not fit is refused before any forward pass runs.
 
     Raises :class:`InputError` for an empty prompt or response, bad spans, or a sequence
-    longer than the model's context window.
+    longer than the model's context window or the memory budget;
+    :class:`~mechit.errors.EmptyResponseError` (an InputError) when the generated
+    response is empty.
 
     >>> a = attribute(model, "Summarize: cats purr.", "Cats purr.", instruction_spans=[(0, 9)])  # doctest: +SKIP
     >>> a.raw.shape == (len(a.prompt_tokens), len(a.response_tokens))                          # doctest: +SKIP
@@ -197,9 +216,12 @@ def attribute(
         if window is not None and prompt_len + max_new_tokens > window:
             raise InputError(f"field 'prompt': {prompt_len} prompt tokens + max_new_tokens={max_new_tokens} "
                              f"exceed the model's context window of {window} tokens")
+        _check_max_memory(model, prompt_len + 1, 1, max_memory, "the prompt and a one-token response are")
         response = generate_response(model, prompt, chat_template=chat_template, max_new_tokens=max_new_tokens)
         if not response.strip():
-            raise InputError("field 'response': the model generated an empty response; pass one explicitly")
+            raise EmptyResponseError("field 'response': the model generated an empty response (end of sequence "
+                                     "at once, or only whitespace); there is nothing to attribute",
+                                     response=response, n_prompt_tokens=prompt_len)
     elif not isinstance(response, str) or not response.strip():
         raise InputError("field 'response' is empty; give a non-empty response or None to generate one")
     encoded = encode(model.tokenizer, prompt, response, chat_template=chat_template)
@@ -207,11 +229,15 @@ def attribute(
     if window is not None and seq > window:
         raise InputError(f"field 'response': prompt + response are {seq} tokens, longer than the model's "
                          f"context window of {window} tokens; shorten them")
+    n_response = len(encoded.response_positions)
+    forward = _check_max_memory(model, seq, n_response, max_memory, "prompt + response are")
+    if max_memory is not None:
+        memory_budget = min(memory_budget, max_memory - forward)
     need = product_bytes(model, seq)
     if need > memory_budget:
         raise InputError(f"field 'prompt': prompt + response are {seq} tokens; one gradient product needs "
                          f"~{need / 2**20:.1f} MiB, more than the memory budget of {memory_budget / 2**20:.1f} MiB "
-                         "(--max-memory); raise the budget or shorten the example")
+                         "(--memory-budget-mb); raise the budget or shorten the example")
     if len(encoded.prompt_positions) == 0 or len(encoded.response_positions) == 0:
         raise InputError("field 'prompt' or 'response' tokenises to no tokens")
     raw, probs = gradient_x_input(model, encoded.input_ids, encoded.prompt_positions, encoded.response_positions,

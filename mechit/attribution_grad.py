@@ -82,6 +82,27 @@ def product_bytes(model, seq_len: int) -> int:
     return 2 * 4 * seq_len * (4 * cfg.d_model + 3 * d_mlp + 2 * cfg.n_heads * seq_len)
 
 
+def forward_bytes(model, seq_len: int, n_response: int | None = None) -> int:
+    """Estimated bytes of the activations the primal forward pass keeps for the products:
+    per layer, the residual-stream and attention tensors (``6 d_model``: norms, q/k/v, the
+    attention output), the MLP hidden tensors (``4 d_mlp``: gate, up, activation, product)
+    and the attention pattern (``n_heads * seq``), for every position; plus the logits and
+    softmax at the ``n_response`` predicting positions (``3 d_vocab`` each). In fp32::
+
+        4 * (n_layers * seq * (6 d_model + 4 d_mlp + n_heads seq) + 3 n_response d_vocab)
+
+    Measured against the tensors autograd saves (parameters excluded) on the test Llama,
+    Gemma and the organism, 30-727 tokens: 1.0-1.3 times the measured size.
+
+    >>> forward_bytes(model, 232, 32)  # doctest: +SKIP
+    """
+    cfg = model.cfg
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    m = seq_len if n_response is None else n_response
+    per_layer = seq_len * (6 * cfg.d_model + 4 * d_mlp + cfg.n_heads * seq_len)
+    return 4 * (cfg.n_layers * per_layer + 3 * m * cfg.d_vocab)
+
+
 def chunk_size(model, seq_len: int, count: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
     """How many of ``count`` products to batch so that one chunk fits in ``memory_budget`` bytes.
 

@@ -8,7 +8,11 @@ the end it writes, in a deterministic order (models as given, then examples in f
 order):
 
 - ``DIR/attribution_examples.parquet``: id, group, label, model, n_prompt_tokens,
-  n_response_tokens, n_instruction_tokens, instruction_score, response, error;
+  n_response_tokens, n_instruction_tokens, instruction_score, response, status, error.
+  ``status`` is ``"ok"``, ``"error"`` (the message is in ``error``) or
+  ``"empty_response"``: the model's greedy response was empty, so there is nothing to
+  attribute; the row is kept with ``n_response_tokens = 0``, no score and no token rows
+  (statistics leave it out and count it in ``n_excluded``);
 - ``DIR/attribution_tokens.parquet``: id, model, position, token, char_start, char_end,
   density, density_raw, in_instruction (``position`` indexes ``input_ids``;
   ``density`` is rescaled by its maximum over the prompt, ``density_raw`` is not);
@@ -31,12 +35,12 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from mechit.attribution import attribute
-from mechit.errors import InputError
+from mechit.errors import EmptyResponseError, InputError
 from mechit.prompts import PromptRecord
-from mechit.store import RecordStore, write_json, write_table
+from mechit.store import RecordStore, remove_stale_temporaries, write_json, write_table
 
 EXAMPLE_COLUMNS = ["id", "group", "label", "model", "n_prompt_tokens", "n_response_tokens",
-                   "n_instruction_tokens", "instruction_score", "response", "error"]
+                   "n_instruction_tokens", "instruction_score", "response", "status", "error"]
 TOKEN_COLUMNS = ["id", "model", "position", "token", "char_start", "char_end", "density",
                  "density_raw", "in_instruction"]
 MANIFEST = "attribution_run.json"
@@ -47,7 +51,8 @@ def _example_row(record: PromptRecord, model: str, error: str | None, a=None) ->
             for k, v in (("group", record.group), ("label", record.label), ("response", record.response))}
     row = dict(id=record.id, group=text["group"], label=text["label"], model=model,
                n_prompt_tokens=None, n_response_tokens=None, n_instruction_tokens=None,
-               instruction_score=None, response=text["response"], error=error)
+               instruction_score=None, response=text["response"], status="ok" if error is None else "error",
+               error=error)
     if a is not None:
         row.update(n_prompt_tokens=len(a.prompt_tokens), n_response_tokens=len(a.response_tokens),
                    n_instruction_tokens=int(a.instruction_mask.sum()) if a.instruction_mask is not None else 0,
@@ -62,6 +67,11 @@ def _one(model, spec: str, record: PromptRecord, options: dict, response_mode: s
     response = record.response if response_mode == "reference" else None
     try:
         a = attribute(model, record.prompt, response, instruction_spans=list(record.instruction_spans), **options)
+    except EmptyResponseError as empty:  # the model's own answer: kept, flagged, not a failure
+        row = _example_row(record, spec, None)
+        row.update(status="empty_response", n_prompt_tokens=empty.n_prompt_tokens, n_response_tokens=0,
+                   response=empty.response)
+        return {"example": row, "tokens": []}, None
     except Exception as error:  # noqa: BLE001 - a failed example is recorded and the run goes on
         message = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
         return {"example": _example_row(record, spec, f"{record.source}: example {record.id!r}: {message}"),
@@ -99,6 +109,8 @@ def collect_tables(store: RecordStore, specs: Sequence[str], records: Sequence[P
     for column in ("n_prompt_tokens", "n_response_tokens", "n_instruction_tokens"):
         ex[column] = ex[column].astype("Int64")
     ex["instruction_score"] = ex["instruction_score"].astype("float64")
+    unknown = ex["status"].isna()  # records written before the status column
+    ex.loc[unknown, "status"] = ex.loc[unknown, "error"].notna().map({True: "error", False: "ok"})
     tok = pd.DataFrame(tokens, columns=TOKEN_COLUMNS)
     return ex, tok
 
@@ -120,7 +132,8 @@ def attribute_dataset(
     is null); ``"generate"`` always generates. ``options`` go to :func:`mechit.attribute`
     (chat_template, max_new_tokens, L, b, p, method, memory_budget). ``loader(spec)``
     loads a model (default :func:`mechit.models.load_model`). The summary holds
-    ``done``, ``failed`` and ``failures`` (list of (model, id, error)).
+    ``done`` (scored), ``failed`` and ``failures`` (list of (model, id, error)), ``empty``
+    and ``empty_responses`` (list of (model, id): greedy responses that were empty).
 
     >>> attribute_dataset(["organism-tuned"], records, "out")["failed"]  # doctest: +SKIP
     0
@@ -139,6 +152,7 @@ def attribute_dataset(
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a directory; choose another --out")
     store = RecordStore(out)
+    remove_stale_temporaries(out)  # left by a run killed while writing
     _check_manifest(out, {"models": list(specs), "ids": [r.id for r in records], "response": response,
                           "format": table_format, "options": {k: options[k] for k in sorted(options)}})
     for spec in specs:
@@ -157,6 +171,8 @@ def attribute_dataset(
     suffix = ".csv" if table_format == "csv" else ".parquet"
     write_table(examples, out / f"attribution_examples{suffix}")
     write_table(tokens, out / f"attribution_tokens{suffix}")
-    failed = examples[examples["error"].notna()]
-    return {"done": int(examples["error"].isna().sum()), "failed": len(failed),
-            "failures": list(zip(failed["model"], failed["id"], failed["error"]))}
+    failed = examples[examples["status"] == "error"]
+    empty = examples[examples["status"] == "empty_response"]
+    return {"done": int((examples["status"] == "ok").sum()), "failed": len(failed),
+            "failures": list(zip(failed["model"], failed["id"], failed["error"])),
+            "empty": len(empty), "empty_responses": list(zip(empty["model"], empty["id"]))}

@@ -39,7 +39,7 @@ from typing import Any
 
 
 from mechit.errors import InputError, MechitError
-from mechit.store import atomic_path, write_table
+from mechit.store import atomic_path, remove_stale_temporaries, write_table
 
 STAGES = ("attribution", "heads", "ffn")
 MANIFEST = "manifest.json"
@@ -356,6 +356,7 @@ def compare(
     base_spec, tuned_spec, organism = check_specs(base, tuned)
     records, source = _load_records(prompts, organism)
     out = _check_out_dir(Path(out))
+    remove_stale_temporaries(out)  # left by a run killed while writing
     key = {
         "base": base_spec,
         "tuned": tuned_spec,

@@ -70,7 +70,7 @@ def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
             list(models), _prompt_records(ctx.records), ctx.out, response=o.response, loader=models.__getitem__,
             max_new_tokens=o.max_new_tokens, chat_template=_chat(ctx), progress=ctx.progress,
         )
-    ctx.tick(f"attribution ({summary['done']} done, {summary['failed']} failed)")
+    ctx.tick(f"attribution ({summary['done']} done, {summary['failed']} failed, {summary['empty']} empty)")
     examples = pd.read_parquet(ctx.out / "attribution_examples.parquet")
     tokens = pd.read_parquet(ctx.out / "attribution_tokens.parquet")
     stats = pd.concat([compare_models(examples, "base", "tuned", seed=o.seed),

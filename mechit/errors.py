@@ -24,3 +24,17 @@ class IncompatiblePairError(MechitError):
 
 class InputError(MechitError):
     """Bad user data: prompts, spans, word lists, corpora, CLI arguments."""
+
+
+class EmptyResponseError(InputError):
+    """The model's greedy response is empty (it ended at once): there is nothing to attribute.
+
+    ``response`` is what was generated ("" or whitespace), ``n_prompt_tokens`` the length of
+    the prompt as encoded. Dataset runs keep such an example with status
+    ``"empty_response"`` instead of counting it as a failure.
+    """
+
+    def __init__(self, message: str, *, response: str = "", n_prompt_tokens: int | None = None):
+        super().__init__(message)
+        self.response = response
+        self.n_prompt_tokens = n_prompt_tokens

@@ -499,23 +499,25 @@ class EndpointLabeller:
 class LocalModelLabeller:
     """Labels by greedy generation from an instruction model that mechit can load.
 
-    ``model`` is a loaded TransformerBridge or a spec for :func:`mechit.models.load_model`.
-    The prompt goes through the tokenizer's chat template when it has one. Greedy decoding
-    is deterministic, so seeds differ only by the word order they shuffle. A reply outside
-    the label set raises :class:`LabellerError` (small models often fail this: prefer a
-    model of a few billion parameters, or the endpoint labeller).
+    ``model`` is a loaded TransformerBridge or a spec for :func:`mechit.models.load_model`
+    (loaded with ``trust_remote_code``, off unless the user asks). The prompt goes through
+    the tokenizer's chat template when it has one. Greedy decoding is deterministic, so
+    seeds differ only by the word order they shuffle. A reply outside the label set raises
+    :class:`LabellerError` (small models often fail this: prefer a model of a few billion
+    parameters, or the endpoint labeller).
 
     >>> lab = LocalModelLabeller("HuggingFaceTB/SmolLM2-1.7B-Instruct")   # doctest: +SKIP
     >>> lab.label(["def", "return", "self"], "task")                      # doctest: +SKIP
     'coding'
     """
 
-    def __init__(self, model: Any, *, max_new_tokens: int = 8, cache: str | Path | None = None):
+    def __init__(self, model: Any, *, max_new_tokens: int = 8, cache: str | Path | None = None,
+                 trust_remote_code: bool = False):
         if isinstance(model, (str, Path)):
             from mechit.models import load_model
 
             self.spec = str(model)
-            model = load_model(model)
+            model = load_model(model, trust_remote_code=trust_remote_code)
         else:
             self.spec = str(getattr(getattr(model, "cfg", None), "model_name", type(model).__name__))
         self.model = model

@@ -223,7 +223,8 @@ def load_model(
     if source.kind == "hub":
         source = _resolve_hub(source)
     if source.kind == "gguf":
-        model = _load_gguf(Path(source.location), device=device, dtype=dtype, **bridge_options)
+        model = _load_gguf(Path(source.location), device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                           **bridge_options)
     else:
         model = _boot(source, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                       **bridge_options)
@@ -392,7 +393,7 @@ def _gguf_parsed_once():
         gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
 
 
-def _load_gguf(path: Path, *, device, dtype, **bridge_options):
+def _load_gguf(path: Path, *, device, dtype, trust_remote_code: bool, **bridge_options):
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -404,8 +405,10 @@ def _load_gguf(path: Path, *, device, dtype, **bridge_options):
         )
     try:
         with _gguf_parsed_once():
-            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                      trust_remote_code=trust_remote_code)
+            hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype,
+                                                            trust_remote_code=trust_remote_code)
     except Exception as error:
         raise SpecError(
             f"cannot load GGUF file {path}: {type(error).__name__}: {_first_line(error)} "
@@ -413,7 +416,8 @@ def _load_gguf(path: Path, *, device, dtype, **bridge_options):
         ) from error
     hf_model.config.architectures = [GGUF_ARCHITECTURES[arch]]
     return TransformerBridge.boot_transformers(
-        str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, **bridge_options
+        str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code,
+        **bridge_options,
     )
 
 

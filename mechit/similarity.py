@@ -193,8 +193,9 @@ class MiniLMSimilarity:
         if self._model is None:
             from transformers import AutoModel, AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            self._model = AutoModel.from_pretrained(self.model_dir).eval()
+            # a fixed BERT checkpoint from a pip package: never its own code
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
+            self._model = AutoModel.from_pretrained(self.model_dir, trust_remote_code=False).eval()
         return self._model, self._tokenizer
 
     def vectors(self, words: Sequence[str]) -> Float[Tensor, "words 384"]:

@@ -11,7 +11,10 @@ Two comparisons of instruction scores (PAPER.md §1.6), per group and over all e
 
 Each returns a tidy DataFrame, one row per (comparison, model, group); the group
 ``"(all)"`` pools every example. Groups with fewer than 2 values on a side get NaN
-statistics (n is still reported).
+statistics (n is still reported). Examples without a score (an empty generated response,
+status ``"empty_response"``, or a failed example) are left out, and ``n_excluded`` says
+how many examples of the group that was (for tuned vs base: examples lacking a score
+under either model).
 
 >>> import pandas as pd
 >>> rows = pd.DataFrame({"id": ["a", "b", "a", "b"], "group": ["g"] * 4,
@@ -32,7 +35,7 @@ from scipy import stats as scipy_stats
 ALL = "(all)"
 N_BOOT = 10_000
 
-COLUMNS = ["comparison", "model", "group", "n", "n_a", "n_b", "mean_a", "mean_b", "mean_diff",
+COLUMNS = ["comparison", "model", "group", "n", "n_excluded", "n_a", "n_b", "mean_a", "mean_b", "mean_diff",
            "t", "p_value", "ci_low", "ci_high"]
 
 
@@ -91,9 +94,14 @@ def _groups(frame: pd.DataFrame):
         yield name, frame[group == name]
 
 
-def _row(comparison, model, group, a, b, n, ci, diff):
+def _sizes(frame: pd.DataFrame) -> dict[str, int]:
+    """Rows of ``frame`` per group of :func:`_groups`."""
+    return {name: len(part) for name, part in _groups(frame)}
+
+
+def _row(comparison, model, group, a, b, n, ci, diff, excluded):
     t, p = welch_greater(a, b)
-    return dict(comparison=comparison, model=model, group=group, n=n, n_a=len(a), n_b=len(b),
+    return dict(comparison=comparison, model=model, group=group, n=n, n_excluded=excluded, n_a=len(a), n_b=len(b),
                 mean_a=float(np.mean(a)) if len(a) else float("nan"),
                 mean_b=float(np.mean(b)) if len(b) else float("nan"),
                 mean_diff=diff, t=t, p_value=p, ci_low=ci[0], ci_high=ci[1])
@@ -115,12 +123,14 @@ def compare_models(examples: pd.DataFrame, base: str, tuned: str, *, score: str 
     wide = wide[[base, tuned]].dropna()
     groups = valid.drop_duplicates("id").set_index("id")["group"].reindex(wide.index)
     paired = wide.assign(group=groups.values).reset_index()
+    everyone = _sizes(examples[examples["model"].isin([base, tuned])].drop_duplicates("id"))
     rows = []
     for name, part in _groups(paired):
         a, b = part[tuned].to_numpy(float), part[base].to_numpy(float)
         diff = float(np.mean(a - b)) if len(a) else float("nan")
         ci = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
-        rows.append(_row("tuned_vs_base", f"{tuned} vs {base}", name, a, b, len(a), ci, diff))
+        rows.append(_row("tuned_vs_base", f"{tuned} vs {base}", name, a, b, len(a), ci, diff,
+                         everyone.get(name, 0) - len(a)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -130,14 +140,18 @@ def compare_labels(examples: pd.DataFrame, *, score: str = "instruction_score",
 
     >>> compare_labels(frame)  # doctest: +SKIP
     """
-    labelled = examples.dropna(subset=[score])
-    labelled = labelled[labelled["label"].isin(["followed", "not_followed"])] if "label" in labelled else labelled.iloc[:0]
+    labels = examples["label"] if "label" in examples else pd.Series(None, index=examples.index, dtype=object)
+    labelled = examples[labels.isin(["followed", "not_followed"])]
+    unscored = labelled[labelled[score].isna()]
+    labelled = labelled.dropna(subset=[score])
     rows = []
     for model in sorted(labelled["model"].unique()):
+        excluded = _sizes(unscored[unscored["model"] == model])
         for name, part in _groups(labelled[labelled["model"] == model]):
             a = part.loc[part["label"] == "followed", score].to_numpy(float)
             b = part.loc[part["label"] == "not_followed", score].to_numpy(float)
             diff = float(np.mean(a) - np.mean(b)) if len(a) and len(b) else float("nan")
             ci = two_sample_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
-            rows.append(_row("followed_vs_not_followed", model, name, a, b, len(a) + len(b), ci, diff))
+            rows.append(_row("followed_vs_not_followed", model, name, a, b, len(a) + len(b), ci, diff,
+                             excluded.get(name, 0)))
     return pd.DataFrame(rows, columns=COLUMNS)

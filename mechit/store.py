@@ -45,16 +45,24 @@ def _umask() -> int:
     return mask
 
 
+# temporary files of atomic_path: ".NAME.mechit-PID-XXXXXXXX.tmp" (XXXXXXXX from tempfile.mkstemp)
+_TEMPORARY = re.compile(r"\..+\.mechit-(\d+)-[a-z0-9_]{8}\.tmp")
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    The temporary file is ``.NAME.mechit-PID-XXXXXXXX.tmp`` (hidden, named after the
+    writing process), so a later run can tell a leftover of a killed writer from a user's
+    file (:func:`remove_stale_temporaries`).
 
     >>> with atomic_path("out.txt") as tmp:     # doctest: +SKIP
     ...     Path(tmp).write_text("done")
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.mechit-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -63,6 +71,40 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process counts as not: it has no write under way at a run's start)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed mechit writers left under ``directory``; return them.
+
+    Only names of :func:`atomic_path`'s pattern (``.NAME.mechit-PID-XXXXXXXX.tmp``) whose
+    writing process no longer runs are removed; any other file, and the temporaries of a
+    live mechit process, are left alone. Called when a run starts or resumes.
+
+    >>> remove_stale_temporaries("runs/attr")   # doctest: +SKIP
+    [PosixPath('runs/attr/records/base-1a2b3c4d5e/.ex1-0f1e2d3c4b.json.mechit-4242-k2j4h5g6.tmp')]
+    """
+    removed = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            match = _TEMPORARY.fullmatch(name)
+            if match and not _alive(int(match.group(1))):
+                path = Path(root) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return sorted(removed)
 
 
 def write_json(path: str | Path, obj) -> None:

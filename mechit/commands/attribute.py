@@ -32,8 +32,12 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
-    p.add_argument("--max-memory", "--memory-budget-mb", dest="memory_budget_mb", type=int, default=64, metavar="MB",
+    p.add_argument("--memory-budget-mb", type=int, default=64, metavar="MB",
                    help="memory for one chunk of batched gradient products (more: faster, up to a point)")
+    p.add_argument("--max-memory", dest="max_memory_mb", type=int, default=None, metavar="MB",
+                   help="cap on one example's attribution memory: forward-pass activations plus one chunk of "
+                        "gradient products (chunks shrink to fit); an example that cannot fit is refused "
+                        "(default: no cap)")
     p.add_argument("-L", type=int, default=10, help="number of levels (paper: 10)")
     p.add_argument("-b", type=int, default=7, help="levels <= b are dropped (paper: 7)")
     p.add_argument("-p", type=float, default=4, help="density norm (paper: 4)")
@@ -65,15 +69,24 @@ def run_attribute(args) -> int:
         raise InputError(f"-p {args.p}: the density norm must be positive")
     if args.max_new_tokens < 1:
         raise InputError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    for flag, value in (("--memory-budget-mb", args.memory_budget_mb), ("--max-memory", args.max_memory_mb)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: must be at least 1 (MB)")
+    capped = {} if args.max_memory_mb is None else {"max_memory": args.max_memory_mb * 2**20}
     records = read_prompts(args.prompts, format=args.prompt_format)
     summary = attribute_dataset(
         args.model, records, args.out, response=args.response, table_format=args.format,
         chat_template=args.chat_template, max_new_tokens=args.max_new_tokens, L=args.L, b=args.b, p=args.p,
-        method=args.method, memory_budget=args.memory_budget_mb * 2**20,
+        method=args.method, memory_budget=args.memory_budget_mb * 2**20, **capped,
         loader=functools.partial(load_model, trust_remote_code=args.trust_remote_code),
     )
     print(f"attribute: {len(records)} examples x {len(args.model)} models: "
-          f"{summary['done']} done, {summary['failed']} failed; tables in {args.out}", file=sys.stderr)
+          f"{summary['done']} done, {summary['failed']} failed, {summary['empty']} empty responses; "
+          f"tables in {args.out}", file=sys.stderr)
+    if summary["empty"]:
+        shown = ", ".join(f"[{model}] {example_id}" for model, example_id in summary["empty_responses"][:10])
+        print(f"  empty responses (kept with status 'empty_response', no score; statistics leave them out): "
+              f"{shown}{' ...' if summary['empty'] > 10 else ''}", file=sys.stderr)
     for model, example_id, error in summary["failures"][:20]:
         print(f"  failed [{model}] {example_id}: {error}", file=sys.stderr)
     if summary["failed"] > 20:

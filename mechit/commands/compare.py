@@ -40,7 +40,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     """Run the comparison and print where the report is."""
     from mechit.compare import Options, compare
+    from mechit.errors import InputError
 
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--words", args.words)):
+        if value < 1:  # checked here: the stage that uses it may start after an hour of attribution
+            raise InputError(f"{flag} {value}: must be at least 1")
     options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response)
     path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
                    report=not args.no_report, trust_remote_code=args.trust_remote_code)

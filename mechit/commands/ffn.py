@@ -96,6 +96,9 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=3, help="retries per label (default 3)")
     p.add_argument("--local-model", help="model spec for --labeller local")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the --local-model's own Python code (transformers trust_remote_code); only for "
+                        "models you trust")
     p.add_argument("--seeds", type=int, default=None, help="labelling seeds (default: 1 for lexicon, 5 otherwise)")
     p.add_argument("--max-components", type=int, default=None, help="label only the first N components per layer")
     p.add_argument("--group-size", type=int, default=4, help="layers per layer group (default 4, as the paper)")
@@ -107,6 +110,55 @@ def _n_components(model, requested: int | None) -> int:
     if requested is not None:
         return requested
     return min(DEFAULT_COMPONENTS, model.cfg.d_mlp - 1, model.cfg.d_model)
+
+
+def _at_least(value: int | float | None, minimum: int, flag: str) -> None:
+    from mechit.errors import InputError
+
+    if value is not None and value < minimum:
+        raise InputError(f"{flag} {value}: must be at least {minimum}")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Model-free checks of the arguments, run before any model is loaded."""
+    from mechit.errors import InputError
+
+    parse_layers(args.layers)
+    for flag, minimum in (("n_components", 1), ("top_k", 1), ("neuron_k", 1), ("k", 1), ("n_changed", 0)):
+        _at_least(getattr(args, flag, None), minimum, "--" + flag.replace("_", "-"))
+    neurons = getattr(args, "neurons", "all")
+    if neurons != "all":
+        try:
+            _at_least(int(neurons), 1, "--neurons")
+        except ValueError:
+            raise InputError(f"--neurons {neurons!r}: give a number or 'all'") from None
+
+
+def _check_against(model, args: argparse.Namespace, words) -> None:
+    """Checks of the arguments against the loaded model, run before any heavy work.
+
+    Layers must lie in ``0..n_layers-1``, ``--neurons N`` at most ``d_mlp``, ``--n-components``
+    and ``--k`` at most ``min(d_mlp - 1, d_model)`` (the rank bound of the centred ``W_out``;
+    a layer of lower numerical rank is still refused by the PCA), and ``--top-k`` at most
+    the number of words given.
+    """
+    from mechit.errors import InputError
+    from mechit.ffn import resolve_layers
+
+    resolve_layers(model, parse_layers(args.layers))
+    d_mlp, d_model = int(model.cfg.d_mlp), int(model.cfg.d_model)
+    neurons = getattr(args, "neurons", "all")
+    if neurons != "all" and int(neurons) > d_mlp:
+        raise InputError(f"--neurons {neurons}: the model has {d_mlp} neurons per layer (d_mlp); "
+                         f"give at most {d_mlp} or 'all'")
+    bound = min(d_mlp - 1, d_model)
+    for flag in ("n_components", "k"):
+        value = getattr(args, flag, None)
+        if value is not None and value > bound:
+            raise InputError(f"--{flag.replace('_', '-')} {value} exceeds the rank bound min(d_mlp - 1, d_model) "
+                             f"= {bound} of the centred W_out; give at most {bound}")
+    if words is not None and args.top_k > len(words):
+        raise InputError(f"--top-k {args.top_k} exceeds the number of words in {args.words} ({len(words)})")
 
 
 def _words(path: str | None):
@@ -122,11 +174,11 @@ def _write_parquet(frame, path: Path) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def _concepts(model, args, out: Path) -> int:
+def _concepts(model, args, out: Path, words) -> int:
     from mechit.ffn import ffn_concepts
 
     frame = ffn_concepts(model, parse_layers(args.layers), n_components=_n_components(model, args.n_components),
-                         top_k=args.top_k, words=_words(args.words))
+                         top_k=args.top_k, words=words)
     _write_parquet(frame, out / "concepts.parquet")
     return len(frame)
 
@@ -137,23 +189,22 @@ def run_ffn(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from mechit.ffn import neuron_tokens, resolve_layers
-    from mechit.errors import InputError
     from mechit.models import load_model, mlp_out_weights
-    from mechit.store import write_json
+    from mechit.store import remove_stale_temporaries, write_json
 
+    _check_args(args)
+    words = _words(args.words)
+    remove_stale_temporaries(args.out)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    n_rows = _concepts(model, args, args.out)
+    _check_against(model, args, words)
+    n_rows = _concepts(model, args, args.out, words)
     tables = []
     for layer in tqdm(resolve_layers(model, parse_layers(args.layers)), desc="neurons", unit="layer"):
         if args.neurons == "all":
             chosen = None
         else:
-            try:
-                n = int(args.neurons)
-            except ValueError:
-                raise InputError(f"--neurons {args.neurons!r}: give a number or 'all'") from None
             norms = mlp_out_weights(model, layer).norm(dim=1)
-            chosen = torch.topk(norms, min(n, norms.numel())).indices.sort().values.tolist()
+            chosen = torch.topk(norms, int(args.neurons)).indices.sort().values.tolist()
         tables.append(neuron_tokens(model, layer, chosen, k=args.neuron_k))
     neurons = pd.concat(tables, ignore_index=True)
     _write_parquet(neurons, args.out / "neurons.parquet")
@@ -168,16 +219,19 @@ def run_ffn(args: argparse.Namespace) -> int:
 def run_rotation(args: argparse.Namespace) -> int:
     from mechit.models import load_pair
     from mechit.rotation import ffn_rotation
-    from mechit.store import write_json
+    from mechit.store import remove_stale_temporaries, write_json
     from mechit.viz.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
 
-    pair = load_pair(args.base, args.tuned, trust_remote_code=args.trust_remote_code)
+    _check_args(args)
     words = _words(args.words)
+    remove_stale_temporaries(args.out)
+    pair = load_pair(args.base, args.tuned, trust_remote_code=args.trust_remote_code)
+    _check_against(pair.base, args, words)
     rotation = ffn_rotation(pair, parse_layers(args.layers), k=args.k, top_k=args.top_k, words=words,
                             n_changed=args.n_changed)
     rotation.save(args.out)
     for name, model in pair:
-        _concepts(model, args, args.out / name)
+        _concepts(model, args, args.out / name, words)
     save_figure(plot_principal_angles(rotation), args.out / "principal_angles")
     save_figure(plot_neuron_cosines(rotation), args.out / "neuron_cosines")
     write_json(args.out / "meta.json", {"base": pair.base_spec, "tuned": pair.tuned_spec, "k": args.k,
@@ -192,8 +246,13 @@ def run_labels(args: argparse.Namespace) -> int:
 
     from mechit.errors import InputError
     from mechit.labels import label_concepts, label_proportions, label_table, make_labeller
+    from mechit.store import remove_stale_temporaries
     from mechit.viz.ffn import plot_label_proportions, save_figure
 
+    for flag, minimum in (("seeds", 1), ("max_components", 1), ("group_size", 1), ("retries", 0)):
+        _at_least(getattr(args, flag), minimum, "--" + flag.replace("_", "-"))
+    if not args.timeout > 0:
+        raise InputError(f"--timeout {args.timeout}: must be a positive number of seconds")
     directory = args.dir
     if (directory / "base" / "concepts.parquet").exists() and (directory / "tuned" / "concepts.parquet").exists():
         concepts = pd.concat([pd.read_parquet(directory / m / "concepts.parquet").assign(model=m)
@@ -203,6 +262,7 @@ def run_labels(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"{directory}: no concepts.parquet (nor base/ and tuned/): run `mechit ffn` or "
                          "`mechit ffn-rotation` first")
+    remove_stale_temporaries(directory)
     cache = args.cache or directory / "labels_cache.jsonl"
     if args.labeller == "endpoint":
         if not args.url or not args.endpoint_model:
@@ -212,7 +272,8 @@ def run_labels(args: argparse.Namespace) -> int:
     elif args.labeller == "local":
         if not args.local_model:
             raise InputError("--labeller local needs --local-model SPEC")
-        labeller = make_labeller("local", model=args.local_model, cache=cache)
+        labeller = make_labeller("local", model=args.local_model, cache=cache,
+                                 trust_remote_code=args.trust_remote_code)
     else:
         labeller = make_labeller("lexicon")
     n_seeds = args.seeds or (1 if args.labeller == "lexicon" else 5)

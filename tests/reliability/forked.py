@@ -60,4 +60,20 @@ def files(out: Path) -> dict[str, bytes]:
 
 
 def leftovers(out: Path) -> list[str]:
+    """Temporary files under ``out`` (``*.tmp``, mechit's or not)."""
     return sorted(str(p.relative_to(out)) for p in out.rglob("*.tmp"))
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    return int(child.stdout)
+
+
+def plant_stale_temporary(directory: Path) -> Path:
+    """A half-written temporary file as a writer killed inside ``mechit.store.atomic_path`` leaves it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".planted.json.mechit-{dead_pid()}-abcd1234.tmp"
+    path.write_text('{"half": ')
+    return path

@@ -56,8 +56,10 @@ def outputs(tiny_pair_dirs, tmp_path_factory):
 
         organism_prompts = root / "organism.jsonl"
         organism_prompts.write_text("".join(json.dumps(r) + "\n" for r in held_out_prompts()[::60]), encoding="utf-8")
+        # the organism answers in its chat format (without it, it mostly ends at once: empty responses)
         argv[ORGANISM] = ["attribute", "--model", "organism-base", "--model", "organism-tuned",
-                          "--prompts", str(organism_prompts), "--response", "generate", "--max-new-tokens", "8"]
+                          "--prompts", str(organism_prompts), "--response", "generate", "--chat-template",
+                          "--max-new-tokens", "8"]
     for name in argv:
         main([*argv[name], "--out", str(root / name / "a")])
     runner = Runner(root, PYTHONHASHSEED="12345", RUNNER_THREADS=str(torch.get_num_threads()))
@@ -79,6 +81,9 @@ def test_two_runs_are_byte_identical(outputs, name):
     assert sorted(fa) == sorted(fb)
     tables = [k for k in fa if k.endswith((".parquet", ".csv"))]
     assert len(tables) == 2 and len([k for k in fa if k.endswith(".safetensors")]) >= 2 * 3
+    if name == ORGANISM:  # generated answers to attribute, not empty ones
+        examples = pd.read_parquet(a / "attribution_examples.parquet")
+        assert (examples["status"] == "ok").mean() >= 0.8, examples[["model", "id", "status"]]
     differ = [k for k in fa if fa[k] != fb[k]]
     assert differ == [], f"differ between two runs: {differ}"
 

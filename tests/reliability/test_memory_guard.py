@@ -1,10 +1,14 @@
 """Memory guard (issue 8 §6): a long example under a small memory budget is processed in
-chunks that each fit the budget (with the same values as one big chunk), or, when even
-one gradient product needs more than the budget, refused with a clear message naming the
-example; the run goes on with the other examples instead of being killed by the OOM killer.
+chunks that each fit the budget (with the same values as one big chunk), or, when it
+cannot fit even at the smallest chunk, refused with a clear message naming the example,
+its token count and the budget; the run goes on with the other examples instead of being
+killed by the OOM killer.
 
-The budget is ``--max-memory MB`` (alias of ``--memory-budget-mb``) on ``mechit attribute``
-and ``memory_budget`` (bytes) on :func:`mechit.attribute`.
+Two budgets: ``--memory-budget-mb`` / ``memory_budget`` bounds one chunk of gradient
+products (the speed knob); ``--max-memory MB`` / ``max_memory`` (bytes) caps the whole
+attribution of an example, the forward pass's saved activations
+(:func:`mechit.attribution_grad.forward_bytes`) plus one chunk of products. The forward
+estimate is checked against the tensors autograd really saves.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def test_budget_below_one_product_refuses_the_example(tiny_llama):
         attribute(tiny_llama, LONG_PROMPT, RESPONSE, memory_budget=tight)
 
 
-def test_cli_max_memory_refuses_long_example_and_processes_the_rest(tiny_llama_dir, tmp_path, capsys):
+def test_cli_max_memory_refuses_long_example_and_processes_the_rest(tiny_llama_dir, tiny_llama, tmp_path, capsys):
     from mechit.cli import main
 
     prompts = tmp_path / "p.jsonl"
@@ -76,7 +80,7 @@ def test_cli_max_memory_refuses_long_example_and_processes_the_rest(tiny_llama_d
                {"id": "long", "prompt": LONG_PROMPT, "response": RESPONSE, "instruction_spans": [[0, 19]]}]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "out"
-    # 1 MB: one product of the ~130-token example needs ~1.7 MB on the tiny model, the short one ~0.2 MB
+    # 1 MB: the 135-token example needs ~3.6 MB (forward pass + one product) on the tiny model, the short one ~0.2 MB
     code = main(["attribute", "--model", str(tiny_llama_dir), "--prompts", str(prompts), "--out", str(out),
                  "--max-memory", "1"])
     stderr = capsys.readouterr().err
@@ -84,5 +88,95 @@ def test_cli_max_memory_refuses_long_example_and_processes_the_rest(tiny_llama_d
     assert pd.isna(examples.loc["short", "error"]) and examples.loc["short", "instruction_score"] > 0
     message = examples.loc["long", "error"]
     assert isinstance(message, str) and "p.jsonl:2" in message and "'long'" in message
-    assert "memory" in message.lower() and "--max-memory" in message
+    long_seq, _, _ = _needs(tiny_llama, LONG_PROMPT, RESPONSE)
+    assert f"are {long_seq} tokens" in message and "--max-memory 1.0 MiB" in message, message
     assert code != 0 and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if "failed [" in line]
+    assert len(lines) == 1 and "'long'" in lines[0] and "--max-memory 1.0 MiB" in lines[0]
+
+
+# ---------------------------------------------------------------- the forward pass (--max-memory)
+
+
+def _saved_activation_bytes(model, ids, response_positions) -> int:
+    """Bytes of the tensors autograd keeps during the primal forward (parameters and buffers excluded)."""
+    import mechit.attribution_grad as grad
+
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in own:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with grad._weights_frozen(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        grad._primal(model, ids, response_positions)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_forward_estimate_bounds_the_saved_activations(family, tiny_llama, tiny_gemma):
+    from mechit.attribution_grad import forward_bytes
+    from mechit.tokens import encode
+
+    model = {"llama": tiny_llama, "gemma": tiny_gemma}[family]
+    ratios = []
+    for repeat in (2, 12, 36):
+        enc = encode(model.tokenizer, "Summarize this text: " + "the cat sat on the mat " * repeat, " the dog sat")
+        measured = _saved_activation_bytes(model, enc.input_ids, enc.response_positions)
+        estimate = forward_bytes(model, len(enc.input_ids), len(enc.response_positions))
+        ratios.append(estimate / measured)
+    # an upper bound (the quadratic attention term is in both), never more than 1.5 times too big
+    assert all(0.97 <= r <= 1.5 for r in ratios), ratios
+    print(f"{family}: forward estimate / saved activations = {[round(r, 3) for r in ratios]}")
+
+
+def _needs(model, prompt, response) -> tuple[int, int, int]:
+    """(tokens, forward bytes, one product's bytes) of an example."""
+    from mechit.attribution_grad import forward_bytes, product_bytes
+    from mechit.tokens import encode
+
+    enc = encode(model.tokenizer, prompt, response)
+    seq = len(enc.input_ids)
+    return seq, forward_bytes(model, seq, len(enc.response_positions)), product_bytes(model, seq)
+
+
+def test_max_memory_refuses_before_the_forward_pass(tiny_llama, monkeypatch):
+    import mechit.attribution as attribution
+    from mechit.errors import InputError
+
+    seq, forward, product = _needs(tiny_llama, "Say hi to the cat", "hi cat")
+    cap = forward + product  # exactly enough for the short example
+    free = attribution.attribute(tiny_llama, "Say hi to the cat", "hi cat", instruction_spans=[(0, 6)])
+    capped = attribution.attribute(tiny_llama, "Say hi to the cat", "hi cat", instruction_spans=[(0, 6)],
+                                   max_memory=cap)
+    assert torch.equal(capped.raw, free.raw) and capped.score == free.score
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the forward pass ran for an example that cannot fit")
+
+    monkeypatch.setattr(attribution, "gradient_x_input", no_forward)
+    monkeypatch.setattr(attribution, "generate_response", no_forward)
+    long_seq, _, _ = _needs(tiny_llama, LONG_PROMPT, RESPONSE)
+    with pytest.raises(InputError) as refused:
+        attribution.attribute(tiny_llama, LONG_PROMPT, RESPONSE, max_memory=cap)
+    message = str(refused.value)
+    assert f"are {long_seq} tokens" in message and f"--max-memory {cap / 2**20:.1f} MiB" in message, message
+    assert len(message.splitlines()) == 1
+    with pytest.raises(InputError, match="the prompt and a one-token response are"):  # before generating
+        attribution.attribute(tiny_llama, LONG_PROMPT, None, max_memory=cap)
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward"])
+def test_max_memory_shrinks_the_chunks(tiny_llama, chunks, method):
+    from mechit import attribute
+
+    seq, forward, product = _needs(tiny_llama, MEDIUM_PROMPT, RESPONSE)
+    big = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], method=method,
+                    memory_budget=2**34)
+    small = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], method=method,
+                      memory_budget=2**34, max_memory=forward + 3 * product)
+    _, _, size, chunk_budget = chunks[-1]
+    assert chunk_budget == 3 * product and 1 <= size <= 3
+    assert torch.allclose(small.raw, big.raw, rtol=1e-5, atol=1e-7 * float(big.raw.abs().max()))

@@ -103,6 +103,46 @@ def test_span_mask_matches_rule(tokenizers, family, chat, data):
     everything = span_mask(enc, [(0, len(prompt))])
     assert all(everything[i] for i, (s, e) in enumerate(enc.prompt_offsets) if prompt[s:e].strip())
     assert not span_mask(enc, []).any()
+    check_against_token_text(tokenizers[family], enc, spans)
+
+
+def visible(text: str) -> str:
+    return "".join(text.split())
+
+
+def check_against_token_text(tokenizer, enc, spans) -> None:
+    """Checks that read the token ids themselves (decoded), not the offsets that span_mask and
+    the reference share: a mask that sits on the wrong tokens (shifted by one, or missing
+    the last instruction token) while its offsets look right fails here."""
+    ids = enc.input_ids.tolist()
+    positions = enc.prompt_positions.tolist()
+    special = set(tokenizer.all_special_ids)
+    decode = lambda chosen: tokenizer.decode([ids[i] for i in chosen], skip_special_tokens=False)  # noqa: E731
+    # the prompt positions hold exactly the prompt: no template token, nothing missing
+    assert not special & {ids[i] for i in positions}, [enc.tokens[i] for i in positions]
+    assert visible(decode(positions)) == visible(enc.prompt), (decode(positions), enc.prompt)
+    # each whole token decodes to the prompt text at its offsets
+    for i, (s, e) in zip(positions, enc.prompt_offsets):
+        piece = decode([i])
+        # skipped: a byte-fallback piece of a character (decodes only with its neighbours), and
+        # a whitespace-only piece (Llama's "▁" dummy prefix carries the offsets of the next character)
+        if "\ufffd" not in piece and visible(piece):
+            assert visible(piece) == visible(enc.prompt[s:e]), (enc.tokens[i], piece, enc.prompt[s:e])
+    # the tokens a span masks, decoded, hold the span's visible text, and no token before or after the run is masked
+    for span in spans:
+        mask = span_mask_of(enc, span)
+        chosen = [i for i, m in zip(positions, mask) if m]
+        wanted = visible(enc.prompt[span[0]:span[1]])
+        if wanted:
+            assert wanted in visible(decode(chosen)), (span, wanted, [enc.tokens[i] for i in chosen])
+        if chosen:
+            assert chosen == list(range(chosen[0], chosen[-1] + 1))  # one contiguous run
+
+
+def span_mask_of(enc, span) -> list[bool]:
+    from mechit.tokens import span_mask
+
+    return span_mask(enc, [span]).tolist()
 
 
 # ---------------------------------------------------------------- sparsify / density / score

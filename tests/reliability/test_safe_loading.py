@@ -2,6 +2,12 @@
 no unsafe YAML or TorchScript loading, no ``trust_remote_code=True`` literal, no ``eval``/``exec``, and ``--trust-remote-code`` is
 off unless the user passes it.
 
+Every call that can run a repository's own code says explicitly what it allows: each
+``Auto*.from_pretrained`` and ``boot_transformers`` call passes ``trust_remote_code=`` (the
+user's flag, or ``False``), and each ``load_model``/``load_pair`` call passes it or forwards
+``**options`` that carry it. Concrete classes (``LlamaForCausalLM.from_pretrained``) never
+run repository code and need no flag.
+
 The source scan walks the AST of every ``.py`` file under ``mechit/``; the scanner itself is
 tested on small snippets so that it can fail.
 """
@@ -12,6 +18,7 @@ import ast
 import inspect
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "mechit"
@@ -20,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2] / "mechit"
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal", "jsonpickle"}
 # attribute calls that unpickle whatever the object (pandas, numpy)
 UNSAFE_ATTRIBUTE_CALLS = {"read_pickle", "to_pickle"}
+# mechit's loaders: a call passes trust_remote_code= or forwards **options
+MECHIT_LOADERS = {"load_model", "load_pair"}
 
 
 def _is_true(node: ast.AST) -> bool:
@@ -75,11 +84,27 @@ def scan_source(text: str, filename: str = "<string>") -> list[str]:
                 problems.append(f"{where}: allow_pickle=True")
             if _is_true(keywords.get("trust_remote_code", ast.Constant(None))):
                 problems.append(f"{where}: trust_remote_code=True literal")
+            problems += _trust_flag_problems(node, keywords, where)
         elif isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values):
                 if isinstance(key, ast.Constant) and key.value == "trust_remote_code" and _is_true(value):
                     problems.append(f"{where}: {{'trust_remote_code': True}} literal")
     return problems
+
+
+def _trust_flag_problems(node: ast.Call, keywords: dict, where: str) -> list[str]:
+    """A loading call that does not say whether the repository's own code may run."""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    owner = _dotted(func.value).rsplit(".", 1)[-1] if isinstance(func, ast.Attribute) else ""
+    if "trust_remote_code" in keywords:
+        return []
+    if (called == "from_pretrained" and owner.startswith("Auto")) or called == "boot_transformers":
+        return [f"{where}: {owner + '.' if owner else ''}{called}(...) without trust_remote_code="]
+    forwards = any(k.arg is None for k in node.keywords)
+    if called in MECHIT_LOADERS and not forwards:
+        return [f"{where}: {called}(...) without trust_remote_code="]
+    return []
 
 
 def _sources():
@@ -107,6 +132,11 @@ def _sources():
         ("import yaml\nyaml.load(text)", "without Loader=yaml.SafeLoader"),
         ("import yaml\nyaml.unsafe_load(text)", "yaml.unsafe_load"),
         ("import torch\ntorch.jit.load('m.pt')", "torch.jit.load"),
+        ("from transformers import AutoModel\nAutoModel.from_pretrained(p)", "AutoModel.from_pretrained(...) without"),
+        ("import transformers\ntransformers.AutoTokenizer.from_pretrained(p, gguf_file=f)", "AutoTokenizer.from_pretrained"),
+        ("TransformerBridge.boot_transformers(p, device=d)", "boot_transformers(...) without trust_remote_code="),
+        ("model = load_model(spec)", "load_model(...) without trust_remote_code="),
+        ("from mechit.models import load_pair\npair = load_pair(a, b, dtype=d)", "load_pair(...) without"),
     ],
 )
 def test_scanner_catches(snippet, expected):
@@ -120,6 +150,11 @@ def test_scanner_catches(snippet, expected):
         "import torch\ntorch.load('x.pt', weights_only=True)",
         "model.eval()",  # a method, not the builtin
         "f('x', trust_remote_code=trust_remote_code)",
+        "AutoModel.from_pretrained(p, trust_remote_code=trust_remote_code)",
+        "AutoModel.from_pretrained(p, trust_remote_code=False)",
+        "LlamaForCausalLM.from_pretrained(p)",  # a concrete class runs no repository code
+        "load_model(spec, trust_remote_code=args.trust_remote_code)",
+        "load_model(base, **kw)",  # forwards the caller's options
         "from safetensors.torch import load_file\nload_file('x.safetensors')",
         "import json\njson.loads('{}')",
         "import yaml\nyaml.load(text, Loader=yaml.SafeLoader)",
@@ -179,8 +214,8 @@ def test_load_model_passes_trust_remote_code_false_by_default(tmp_path, boot_cal
         assert boot_calls[-1]["trust_remote_code"] is expected
 
 
-# every subcommand that loads a model (ffn-labels --labeller local: not yet, see docs/reliability.md)
-MODEL_COMMANDS = ["info", "attribute", "compare", "heads", "ffn", "ffn-rotation"]
+# every subcommand that loads a model (ffn-labels: its --labeller local model)
+MODEL_COMMANDS = ["info", "attribute", "compare", "heads", "ffn", "ffn-rotation", "ffn-labels"]
 
 
 def _subparsers():
@@ -210,6 +245,7 @@ MINIMAL_ARGV = {
     "ffn-rotation": ["ffn-rotation", "--base", "{a}", "--tuned", "{b}", "--out", "{out}"],
     "attribute": ["attribute", "--model", "{a}", "--prompts", str(GOOD_PROMPTS), "--out", "{out}"],
     "compare": ["compare", "--base", "{a}", "--tuned", "{b}", "--prompts", str(GOOD_PROMPTS), "--out", "{out}"],
+    "ffn-labels": ["ffn-labels", "{out}", "--labeller", "local", "--local-model", "{a}"],
 }
 
 
@@ -226,6 +262,10 @@ def test_cli_trust_remote_code_reaches_load_model(command, tmp_path, boot_calls,
         dirs[name].mkdir()
         (dirs[name] / "config.json").write_text("{}")
     argv = [a.format(out=tmp_path / "out", **dirs) for a in MINIMAL_ARGV[command]]
+    if command == "ffn-labels":  # labels the concepts of an earlier `mechit ffn` run
+        (tmp_path / "out").mkdir()
+        pd.DataFrame({"layer": [0], "component": [0], "explained_variance": [0.5], "rank": [0], "word": ["cat"],
+                      "score": [1.0]}).to_parquet(tmp_path / "out" / "concepts.parquet")
     for extra, expected in (([], False), (["--trust-remote-code"], True)):
         n = len(boot_calls)
         try:
