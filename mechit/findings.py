@@ -86,7 +86,7 @@ def _finding_attribution(examples: pd.DataFrame | None, stats: pd.DataFrame | No
         return {**_not_run("attribution", title, "attribution"),
                 "measured": "No prompt was scored by both models."}
     row = row.iloc[0]
-    numbers = {"n": int(row["n"]), "tuned_mean": float(row["mean_a"]), "base_mean": float(row["mean_b"]),
+    numbers = {"n": int(row["n"]), "n_excluded": int(row["n_excluded"]), "tuned_mean": float(row["mean_a"]), "base_mean": float(row["mean_b"]),
                "diff": float(row["mean_diff"]), "diff_ci": [float(row["ci_low"]), float(row["ci_high"])],
                "welch_t": float(row["t"]), "p_value": float(row["p_value"])}
     scored = examples.dropna(subset=["instruction_score"])
@@ -104,7 +104,9 @@ def _finding_attribution(examples: pd.DataFrame | None, stats: pd.DataFrame | No
         f"Instruction score: base {fmt(numbers['base_mean'])} (95 % CI {ci(numbers['base_ci'])}), "
         f"tuned {fmt(numbers['tuned_mean'])} (95 % CI {ci(numbers['tuned_ci'])}); "
         f"tuned − base = {numbers['diff']:+.3g} (paired bootstrap 95 % CI {ci(numbers['diff_ci'])}), "
-        f"Welch one-sided p = {fmt(numbers['p_value'])}, n = {numbers['n']} prompts; "
+        f"Welch one-sided p = {fmt(numbers['p_value'])}, n = {numbers['n']} prompts"
+        + (f" ({numbers['n_excluded']} left out: a model gave no scorable response)" if numbers["n_excluded"] else "")
+        + "; "
         f"higher in {up} of {len(groups)} groups ({sig} significant)."
     )
     labelled = stats[(stats["comparison"] == "followed_vs_not_followed") & (stats["group"] == ALL)]
