@@ -55,6 +55,7 @@ def main() -> None:
     from mechit import models
     from mechit.heads import words_and_vectors, head_pairs, qk_dim_pairs, qk_dim_pairs_reference
     from mechit.similarity import get_similarity, unit_rows, word_thresholds
+    from mechit.threads import single_thread
     from mechit.wordlists import frequent_words
 
     spec = args.model or smollm2_gguf()
@@ -79,7 +80,8 @@ def main() -> None:
     for flat in spread.tolist():
         layer, head = divmod(flat, model.cfg.n_heads)
         w_q, w_k = models.qk_weights(model, layer)
-        h_q, h_k = vectors @ w_q[head], vectors @ w_k[head]
+        with single_thread():  # a 2-thread product leaves an OpenMP thread spinning into the timed call
+            h_q, h_k = vectors @ w_q[head], vectors @ w_k[head]
         t0 = time.perf_counter()
         fast = qk_dim_pairs(h_q, h_k, unit, thresholds, args.top_k)
         t1 = time.perf_counter()

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -74,25 +75,53 @@ def energy_order(h_q: Float[Tensor, "words d_head"], h_k: Float[Tensor, "words d
     return torch.from_numpy(np.argsort(-energy, kind="stable"))
 
 
-def _in_several_dims(a: np.ndarray, b: np.ndarray, n_words: int) -> np.ndarray:
-    """True where the pair (a[i], b[i]) occurs more than once (each dimension holds a pair once)."""
-    _, inverse, counts = np.unique(a * n_words + b, return_inverse=True, return_counts=True)
-    return counts[inverse] > 1
-
-
-def _rank_within(groups: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... restarting at each new value of a sorted ``groups`` array."""
-    if len(groups) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
-    lengths = np.diff(np.r_[starts, len(groups)])
-    return np.arange(len(groups)) - np.repeat(starts, lengths)
+def _sorted(keys: np.ndarray) -> np.ndarray:
+    """Non-negative int64 keys in ascending order (torch's radix sort beats numpy's from about
+    20,000 keys)."""
+    return np.sort(keys) if len(keys) < 20_000 else torch.sort(torch.from_numpy(keys)).values.numpy()
 
 
 def _candidates(h: Float[Tensor, "words d_head"], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per dimension (raw index order) the top-k words by |h| and their values: (d_head, k) each."""
-    idx = h.abs().topk(k, dim=0).indices.T.numpy()  # the same per column as torch.topk(h[:, r].abs(), k)
-    return idx, h.numpy()[idx, np.arange(h.shape[1])[:, None]]
+    """Per dimension (raw index order) the top-k words by |h| and their values: (d_head, k)
+    each, the same words in the same order as ``torch.topk(h[:, r].abs(), k)``.
+
+    One pass bounds each dimension's k-th largest |h| from below (the k-th largest of at
+    least 4k block maxima: k distinct words reach it), one more keeps the words at or above
+    the bound (about 1.3 k per dimension on real heads), and one integer sort ranks them by
+    (dimension, |h| descending). Where |h| ties inside the top k or at its edge, or is NaN,
+    torch.topk's order is its own: those dimensions call it.
+    """
+    x = h.numpy()
+    a = np.abs(x, order="C")  # (words, d_head)
+    n, d = a.shape
+    bits = (n - 1).bit_length() + 1  # the word and the sign of h
+    if d.bit_length() + 31 + bits > 63:
+        raise InputError(f"{n} words x {d} head dimensions do not fit the 63-bit sort key: use fewer words")
+    size = max(1, n // (4 * k))
+    blocks = n // size
+    block_max = torch.from_numpy(a[: blocks * size]).view(blocks, size, d).amax(1).numpy()  # (blocks, d_head)
+    bound = np.partition(block_max, blocks - k, axis=0)[blocks - k]  # (d_head,)
+    flat = np.flatnonzero(a >= bound)  # (candidates,) word-major
+    words, dims = flat // d, flat % d
+    value = x[words, dims].view(np.int32).astype(np.int64)  # float bits: sign, then |h| (ordered as integers)
+    key = np.empty(len(flat) + 1, dtype=np.int64)  # (dimension, |h| descending, word, sign); one past the end
+    key[:-1] = (dims << 31 + bits) | ((0x7FFFFFFF - (value & 0x7FFFFFFF)) << bits) | (words << 1) | (value < 0)
+    key[-1] = d << 31 + bits
+    key = _sorted(key)
+    starts = np.searchsorted(key, np.arange(d + 1) << 31 + bits)  # (d_head + 1,)
+    take = np.minimum(starts[:-1, None] + np.arange(k), len(flat))  # (d_head, k); past the end only where NaN hid words
+    top = key[take]
+    magnitude = (top >> bits) & 0x7FFFFFFF  # 0x7FFFFFFF - |h| bits
+    tied = (magnitude[:, 1:] == magnitude[:, :-1]).any(1)
+    tied |= np.isnan(block_max).any(0) | np.isnan(a[blocks * size :]).any(0)
+    more = np.diff(starts) > k
+    tied[more] |= (key[starts[:-1][more] + k] >> bits) & 0x7FFFFFFF == magnitude[more, -1]
+    idx = (top >> 1) & ((1 << bits - 1) - 1)
+    values = ((0x7FFFFFFF - magnitude) | ((top & 1) << 31)).astype(np.uint32).view(np.float32)
+    for r in np.flatnonzero(tied).tolist():
+        idx[r] = torch.topk(h[:, r].abs(), k).indices.numpy()
+        values[r] = x[idx[r], r]
+    return idx, values
 
 
 def _f32_below(thresholds: np.ndarray) -> np.ndarray:
@@ -109,52 +138,102 @@ def _descending(s: np.ndarray) -> np.ndarray:
     return (1 << 31) - np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
 
 
-def _dim_pairs(
-    order: np.ndarray, q: tuple[np.ndarray, np.ndarray], kk: tuple[np.ndarray, np.ndarray],
-    unit: Tensor, thr32: np.ndarray, n_words: int,
-) -> dict[str, np.ndarray]:
-    """The K x K step of :func:`qk_dim_pairs` from the candidates of both sides (raw dimension
-    order); ``order``: dimensions in energy order. Per dimension the candidates are put
-    positives first, then negatives (zeros last): only the two same-sign blocks can raise the
-    logit, so only they are multiplied (into a -inf-filled K x K buffer)."""
-    q_idx, q_val = q[0][order], q[1][order]
-    k_idx, k_val = kk[0][order], kk[1][order]
-    d_head, k = q_idx.shape
-    q_perm = np.argsort(np.where(q_val > 0, 0, np.where(q_val < 0, 1, 2)), axis=1, kind="stable")
-    k_perm = np.argsort(np.where(k_val > 0, 0, np.where(k_val < 0, 1, 2)), axis=1, kind="stable")
+def _from_descending(keys: np.ndarray) -> np.ndarray:
+    """The float32 values back from :func:`_descending` keys."""
+    bits = (1 << 31) - keys
+    return np.where(bits < 0, -bits | (1 << 31), bits).astype(np.uint32).view(np.float32)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _in_threads(tasks: list, threads: int) -> list:
+    """The callables' results, run on up to ``threads`` Python threads (the first task on this
+    one); call inside :func:`mechit.threads.single_thread`. torch and numpy release the GIL
+    in their kernels, so with a free core the tasks overlap. Each pool thread sets torch (and
+    so MKL) to one thread of its own: left at the default, MKL in a new thread starts its own
+    OpenMP team and a small product took 20x longer."""
+    if threads < 2 or len(tasks) < 2:
+        return [task() for task in tasks]
+    pool = _POOLS.get(threads - 1)
+    if pool is None:
+        pool = _POOLS[threads - 1] = ThreadPoolExecutor(
+            threads - 1, thread_name_prefix="mechit-heads", initializer=torch.set_num_threads, initargs=(1,))
+    futures = [pool.submit(task) for task in tasks[1:]]
+    first = tasks[0]()
+    return [first] + [future.result() for future in futures]
+
+
+def _run_pairs(
+    q_idx: np.ndarray, q_val: np.ndarray, k_idx: np.ndarray, k_val: np.ndarray, unit: Tensor, thr32: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """The kept pairs of a run of dimensions from their candidates (n_dims, K) in top-k order:
+    ``(r, a, b, score, similarity)`` with r the position in the run, ordered by r, then
+    similarity descending, ties in top-k order (as the reference's loops).
+
+    Per dimension the candidates are put positives first, then negatives (zeros last): only
+    the two same-sign blocks can raise the logit, so only they are multiplied, from rows
+    gathered into buffers that stay in cache; one mask then applies both thresholds."""
+    n_dims, k = q_idx.shape
+    q_sign = np.where(q_val > 0, 0, np.where(q_val < 0, 1, 2)).astype(np.int8)
+    k_sign = np.where(k_val > 0, 0, np.where(k_val < 0, 1, 2)).astype(np.int8)
+    q_perm = np.argsort(q_sign, axis=1, kind="stable")  # (n_dims, k): positives, negatives, zeros
+    k_perm = np.argsort(k_sign, axis=1, kind="stable")
     q_words, k_words = np.take_along_axis(q_idx, q_perm, 1), np.take_along_axis(k_idx, k_perm, 1)
-    q_pos, q_neg = (q_val > 0).sum(1).tolist(), (q_val < 0).sum(1).tolist()
-    k_pos, k_neg = (k_val > 0).sum(1).tolist(), (k_val < 0).sum(1).tolist()
-    sims = torch.full((d_head, k, k), -math.inf)
-    u_q, u_k = unit.new_empty(k, unit.shape[1]), unit.new_empty(k, unit.shape[1])
-    q_rows, k_rows = torch.from_numpy(q_words), torch.from_numpy(k_words)
-    for r in range(d_head):  # two small products per dimension; the gathered rows stay in cache
-        torch.index_select(unit, 0, q_rows[r], out=u_q)
-        torch.index_select(unit, 0, k_rows[r], out=u_k)
-        a, b = q_pos[r], k_pos[r]
+    q_ends = np.stack([(q_sign == 0).sum(1), (q_sign < 2).sum(1)], 1).tolist()  # where positives, negatives end
+    k_ends = np.stack([(k_sign == 0).sum(1), (k_sign < 2).sum(1)], 1).tolist()
+    sims = torch.full((n_dims, k, k), -math.inf)  # -inf where the signs differ
+    rows = unit.new_empty(2 * k, unit.shape[1])  # both sides' gathered rows
+    u_q, u_k = rows[:k], rows[k:]
+    both = torch.from_numpy(np.hstack([q_words, k_words]))  # (n_dims, 2k)
+    for r, words, (a, a2), (b, b2) in zip(range(n_dims), both, q_ends, k_ends):
+        torch.index_select(unit, 0, words, out=rows)
         if a and b:
             torch.mm(u_q[:a], u_k[:b].T, out=sims[r, :a, :b])
-        a2, b2 = a + q_neg[r], b + k_neg[r]
         if a2 > a and b2 > b:
             torch.mm(u_q[a:a2], u_k[b:b2].T, out=sims[r, a:a2, b:b2])
-    sims = sims.numpy()  # exact cosines (GRID), -inf where the signs differ
-    keep = sims > np.maximum(thr32[q_words][:, :, None], thr32[k_words][:, None, :])
-    r, i, j = np.nonzero(keep)
-    a, b, s = q_words[r, i], k_words[r, j], sims[r, i, j]
-    i, j = q_perm[r, i], k_perm[r, j]  # positions in top-k order
-    score = q_val[r, i] * k_val[r, j]
-    ok = (a != b) & (score > 0)
-    r, i, j, a, b, s, score = r[ok], i[ok], j[ok], a[ok], b[ok], s[ok], score[ok]
-    # by dimension, then similarity descending, ties in top-k order (as the reference's loops)
+    sims = sims.numpy()  # exact cosines (GRID)
+    flat = np.flatnonzero(sims > np.maximum(thr32[q_words][:, :, None], thr32[k_words][:, None, :]))
+    s, q_at, j = sims.reshape(-1)[flat], flat // k, flat % k  # q_at = r * k + (row in sign order)
+    r = q_at // k
+    i, j = q_perm.reshape(-1)[q_at], k_perm.reshape(-1)[r * k + j]  # positions in top-k order
     bits = max(1, (k - 1).bit_length())
-    if (d_head - 1).bit_length() + 33 + 2 * bits <= 63:
-        sort = np.argsort((((r << 33) | _descending(s)) << 2 * bits) | (i << bits) | j)
+    if (n_dims - 1).bit_length() + 33 + 2 * bits <= 63:
+        key = _sorted((((r << 33) | _descending(s)) << 2 * bits) | (i << bits) | j)
+        r, i, j = key >> 33 + 2 * bits, (key >> bits) & ((1 << bits) - 1), key & ((1 << bits) - 1)
+        s = _from_descending((key >> 2 * bits) & ((1 << 33) - 1))
     else:
         sort = np.lexsort((j, i, -s.astype(np.float64), r))
-    r, a, b, score, s = r[sort], a[sort], b[sort], score[sort], s[sort].astype(np.float64)
+        r, i, j, s = r[sort], i[sort], j[sort], s[sort]
+    q_at, k_at = r * k + i, r * k + j
+    a, b = q_idx.reshape(-1)[q_at], k_idx.reshape(-1)[k_at]
+    score = q_val.reshape(-1)[q_at] * k_val.reshape(-1)[k_at]
+    ok = (a != b) & (score > 0)
+    return r[ok], a[ok], b[ok], score[ok], s[ok].astype(np.float64)
+
+
+def _dim_pairs(
+    order: np.ndarray, q: tuple[np.ndarray, np.ndarray], kk: tuple[np.ndarray, np.ndarray],
+    unit: Tensor, thr32: np.ndarray, n_words: int, threads: int = 1,
+) -> dict[str, np.ndarray]:
+    """The K x K step of :func:`qk_dim_pairs` from the candidates of both sides (raw dimension
+    order); ``order``: dimensions in energy order. ``threads`` Python threads take contiguous
+    runs of dimensions with about equal numbers of same-sign pairs (:func:`_run_pairs`)."""
+    q_idx, q_val = q[0][order], q[1][order]
+    k_idx, k_val = kk[0][order], kk[1][order]
+    d_head = len(order)
+    work = np.cumsum((q_val > 0).sum(1) * (k_val > 0).sum(1) + (q_val < 0).sum(1) * (k_val < 0).sum(1))
+    cuts = np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads), d_head].tolist()
+    runs = _in_threads([
+        lambda lo=lo, hi=hi: _run_pairs(q_idx[lo:hi], q_val[lo:hi], k_idx[lo:hi], k_val[lo:hi], unit, thr32)
+        for lo, hi in zip(cuts, cuts[1:])
+    ], threads)
+    r = np.concatenate([run[0] + lo for run, lo in zip(runs, cuts)])
+    a, b, score, s = (np.concatenate([run[c] for run in runs]) for c in range(1, 5))
     return {
-        "dim": order[r], "dim_rank": r, "rank": _rank_within(r),
-        "a": a, "b": b, "score": score, "similarity": s, "knowledge": _in_several_dims(a, b, n_words),
+        "dim": order[r], "dim_rank": r, "rank": np.arange(len(r)) - np.searchsorted(r, np.arange(d_head))[r],
+        "a": a, "b": b, "score": score, "similarity": s,
+        "knowledge": pd.Series(a * n_words + b).duplicated(keep=False).to_numpy(),
     }
 
 
@@ -164,19 +243,22 @@ def qk_dim_pairs(
     unit: Float[Tensor, "words dim"],
     thresholds: Float[Tensor, "words"],
     top_k: int = 100,
+    threads: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The paper's per-dimension pairs of one head: one top-k per side over all dimensions;
-    per dimension the similarities of the two same-sign candidate blocks (opposite signs
-    cannot raise the logit), one small product each; then one vectorised mask over all
-    dimensions' K x K pairs (both thresholds), the same-word and sign checks on the kept
-    pairs, and one sort.
+    """The paper's per-dimension pairs of one head: one top-k per side over all dimensions
+    (a bound, a mask and an integer sort; :func:`_candidates`); per dimension the
+    similarities of the two same-sign candidate blocks (opposite signs cannot raise the
+    logit), one small product each; then one vectorised threshold mask, the same-word and
+    sign checks on the kept pairs, and one integer sort.
 
     ``unit``: the words' similarity vectors from :func:`mechit.similarity.unit_rows` (their dot
     products are exact cosines); ``thresholds``: each word's relatedness threshold
     (:func:`mechit.similarity.word_thresholds`). Returns equal-length arrays ``dim, dim_rank,
     rank, a, b, score, similarity`` (``a``/``b`` are word indices) ordered by dim_rank, then rank
     (similarity descending, ties in top-k order), and ``knowledge`` (the pair is kept in more
-    than one dimension). Equals :func:`qk_dim_pairs_reference`. Runs torch on one thread.
+    than one dimension). Equals :func:`qk_dim_pairs_reference`. ``threads`` (default
+    ``torch.get_num_threads()``) Python threads share the work: the two sides' top-k, then
+    runs of dimensions; each runs torch on one thread, and the result does not depend on them.
 
     >>> hq = torch.tensor([[2.0], [1.0], [0.1]]); hk = torch.tensor([[0.1], [1.0], [2.0]])
     >>> unit = torch.eye(3); unit[2] = unit[0]                 # words 0 and 2 related
@@ -186,10 +268,13 @@ def qk_dim_pairs(
     """
     h_q, h_k = h_q.detach().float(), h_k.detach().float()
     k = min(top_k, h_q.shape[0])
+    threads = torch.get_num_threads() if threads is None else threads
     with single_thread():
-        order = energy_order(h_q, h_k).numpy()
-        return _dim_pairs(order, _candidates(h_q, k), _candidates(h_k, k), unit.float().contiguous(),
-                          _f32_below(thresholds.double().numpy()), h_q.shape[0])
+        (order, q), (kk, thr32) = _in_threads([
+            lambda: (energy_order(h_q, h_k).numpy(), _candidates(h_q, k)),
+            lambda: (_candidates(h_k, k), _f32_below(thresholds.double().numpy())),
+        ], threads)
+        return _dim_pairs(order, q, kk, unit.float().contiguous(), thr32, h_q.shape[0], threads)
 
 
 def qk_dim_pairs_reference(
@@ -436,6 +521,8 @@ def head_pairs(
     iterable; default all), ``top_k`` (K words per dimension and side for qk-dims, pairs per
     head for qk/ov), ``similarity`` (qk-dims only: a :mod:`mechit.similarity` spec or source;
     default "minilm" if installed, else "embedding"), ``n_frequent`` (the first n words of the list set the thresholds).
+    qk-dims shares each head's work among ``torch.get_num_threads()`` Python threads
+    (:func:`qk_dim_pairs`); the pairs do not depend on the thread count.
 
     >>> pairs = head_pairs(model, ["translate", "French", "cat", "dog"], layers=0, top_k=2)  # doctest: +SKIP
     """
@@ -465,7 +552,7 @@ def head_pairs(
                disable=not progress)
     kv_heads = {head: models.kv_head(model, head) for head in head_list}
     if method == "qk-dims":
-        k = min(top_k, len(kept))
+        k, threads = min(top_k, len(kept)), torch.get_num_threads()  # Python threads share each head's work
         thr32 = _f32_below(thresholds.double().numpy())
         unit = unit.float().contiguous()
     with torch.no_grad():
@@ -481,13 +568,16 @@ def head_pairs(
                 h_b = dict(zip(first, head_projections(vectors, w_b[list(first.values())]).unbind(1)))
             if method == "qk-dims":
                 with single_thread():  # key candidates once per KV head
-                    key_side = {kv: _candidates(h, k) for kv, h in h_b.items()}
+                    tasks = [lambda h=h: _candidates(h, k) for h in h_b.values()]
+                    key_side = dict(zip(h_b, _in_threads(tasks, threads)))
             for slot, head in enumerate(head_list):
                 h = h_a[:, slot]  # (words, d_head), a strided view
                 if method == "qk-dims":
+                    kv = kv_heads[head]
                     with single_thread():
-                        order = energy_order(h, h_b[kv_heads[head]]).numpy()
-                        out = _dim_pairs(order, _candidates(h, k), key_side[kv_heads[head]], unit, thr32, len(kept))
+                        order, q = _in_threads([lambda h=h, kv=kv: energy_order(h, h_b[kv]).numpy(),
+                                                lambda h=h: _candidates(h, k)], threads)
+                        out = _dim_pairs(order, q, key_side[kv], unit, thr32, len(kept), threads)
                 elif method == "qk":
                     out = _whole(*qk_pairs(h, h_b[kv_heads[head]], top_k))
                 else:

@@ -10,7 +10,7 @@ import torch
 
 from mechit.errors import InputError
 from mechit.heads import (
-    blockwise_topk, energy_order, head_knowledge, head_pairs, qk_dim_pairs, qk_dim_pairs_reference,
+    _candidates, blockwise_topk, energy_order, head_knowledge, head_pairs, qk_dim_pairs, qk_dim_pairs_reference,
 )
 from mechit.similarity import unit_rows, word_thresholds
 
@@ -27,12 +27,51 @@ def _random_head(seed, n=400, d=32, dh=8, sim_dim=16):
     return h_q, h_k, unit, word_thresholds(unit, n_frequent=300)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_vectorised_equals_loop_reference(seed):
+@pytest.mark.parametrize("seed, threads", [(0, 1), (1, 2), (2, 3)])
+def test_vectorised_equals_loop_reference(seed, threads):
     h_q, h_k, unit, thr = _random_head(seed)
-    fast = qk_dim_pairs(h_q, h_k, unit, thr, top_k=40)
+    fast = qk_dim_pairs(h_q, h_k, unit, thr, top_k=40, threads=threads)
     slow = qk_dim_pairs_reference(h_q, h_k, unit, thr, top_k=40)
     assert len(slow["a"]) > 20  # the comparison is not vacuous
+    for key in slow:
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+
+
+def _tied_head(seed, n, dh=6):
+    """H_q/H_k with many equal |values|: a coarse grid, repeated and negated words, zeros."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.round(torch.randn(n, 2 * dh, generator=g) * 3) / 3
+    h[n // 2 :] = h[: n - n // 2] * torch.where(torch.rand(n - n // 2, 1, generator=g) < 0.5, -1.0, 1.0)
+    h[torch.randint(0, n, (n // 5,), generator=g)] = 0.0
+    return h[:, :dh].contiguous(), h[:, dh:]  # H_k a strided view, as head_pairs passes it
+
+
+@pytest.mark.parametrize("n, k", [(3000, 100), (500, 100), (90, 40), (7, 7), (50, 1)])
+def test_candidates_equal_torch_topk_with_ties(n, k):
+    for h in _tied_head(n, n):
+        idx, values = _candidates(h, k)
+        for r in range(h.shape[1]):  # same words, same order, ties included
+            assert idx[r].tolist() == torch.topk(h[:, r].abs(), k).indices.tolist()
+            assert np.array_equal(values[r], h[idx[r], r].numpy())
+
+
+def test_candidates_with_nan_follow_torch_topk():
+    h = torch.randn(1000, 4, generator=torch.Generator().manual_seed(0))
+    h[[5, 700], 1] = float("nan")
+    idx, _ = _candidates(h, 50)
+    for r in range(4):
+        assert idx[r].tolist() == torch.topk(h[:, r].abs(), 50).indices.tolist()
+
+
+@pytest.mark.parametrize("seed, threads", [(0, 1), (1, 2)])
+def test_vectorised_equals_loop_reference_with_ties(seed, threads):
+    h_q, h_k = _tied_head(seed, 600)
+    unit = unit_rows(torch.randn(600, 8, generator=torch.Generator().manual_seed(seed)))
+    unit[300:] = unit[:300]  # repeated words: equal similarities, so ties in the ranking too
+    thr = word_thresholds(unit, n_frequent=300) - 0.3
+    fast = qk_dim_pairs(h_q, h_k, unit, thr, top_k=60, threads=threads)
+    slow = qk_dim_pairs_reference(h_q, h_k, unit, thr, top_k=60)
+    assert len(slow["a"]) > 100 and slow["knowledge"].any()
     for key in slow:
         np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
 
