@@ -39,12 +39,20 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechit.memory import trim_hooks
+
 Method = Literal["auto", "reverse", "forward"]
 
 # Bytes for one chunk of batched products, beyond the forward pass's saved activations.
 # 64 MB: 3 products at a time for SmolLM2-135M with 233 tokens, whose forward graph alone
-# holds ~380 MB; keeps the whole attribution under 1.5 GB RSS (docs/benchmarks.md).
+# holds ~380 MB; with the heap trimmed after every block (TRIM_ABOVE) the benchmark's peak
+# RSS is about 1.5 GB, model and libraries included (docs/benchmarks.md).
 DEFAULT_MEMORY_BUDGET = 64 * 2**20
+
+# Forward graphs estimated above this size (:func:`forward_bytes`) return the heap freed
+# between saved activations to the OS after every block (:func:`mechit.memory.trim_hooks`,
+# ~4 MB per layer for SmolLM2-135M); smaller ones skip the ~1 ms per block it costs.
+TRIM_ABOVE = 64 * 2**20
 
 # Forward mode is chosen when the response has more than FORWARD_RATIO times as many tokens
 # as the prompt: on CPU one Jacobian-vector product under vmap cost 3-5 batched
@@ -148,9 +156,10 @@ def _primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tenso
         seen["h_leaf"] = seen["h"].detach().requires_grad_(True)
         return seen["h_leaf"]
 
+    trim = trim_hooks(model) if forward_bytes(model, len(input_ids), len(before)) > TRIM_ABOVE else []
     with torch.enable_grad():
         logits = model.run_with_hooks(
-            input_ids[None], fwd_hooks=[("hook_embed", leaf), ("unembed.hook_in", keep)]
+            input_ids[None], fwd_hooks=[("hook_embed", leaf), ("unembed.hook_in", keep), *trim]
         )  # (1, m, vocab)
         targets = input_ids[response_positions]
         probs = torch.softmax(_at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets)), targets]  # (m,)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlparse
 
 from mechit.errors import IncompatiblePairError, SpecError
+from mechit.memory import release_free_memory
 
 if TYPE_CHECKING:
     import torch
@@ -230,6 +231,7 @@ def load_model(
                       **bridge_options)
     model.eval()
     model.mechit_spec = str(spec)
+    release_free_memory()  # loading frees hundreds of temporaries; see mechit/memory.py
     return model
 
 
