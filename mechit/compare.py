@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -192,7 +193,8 @@ def _check_out_dir(out: Path) -> Path:
     """Create ``out`` if needed and make sure a file can be written there and space is left."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+        # named like atomic_path's temporaries, so a kill here leaves nothing the next run keeps
+        with tempfile.NamedTemporaryFile(dir=out, prefix=f".write-test.mechit-{os.getpid()}-", suffix=".tmp"):
             pass
     except OSError as error:
         if error.errno == errno.ENOSPC:

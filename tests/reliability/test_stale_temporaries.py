@@ -74,3 +74,27 @@ def test_attribute_and_ffn_runs_remove_stale_temporaries(tiny_llama_dir, tmp_pat
         assert not any(p.exists() for p in stale), name
         assert all(p.read_text() == "keep" for p in keep), name
     assert len(pd.read_parquet(tmp_path / "ffn" / "neurons.parquet")) > 0
+
+
+def test_compare_write_check_leftover_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    """A kill inside compare's write check leaves ``.write-test.mechit-PID-XXXXXXXX.tmp``:
+    named like every other temporary, it is removed once its writer is dead."""
+    import tempfile
+
+    from mechit.compare import _check_out_dir
+    from mechit.store import remove_stale_temporaries
+
+    seen = []
+    real = tempfile.NamedTemporaryFile
+
+    def spy(*args, **kwargs):
+        handle = real(*args, **kwargs)
+        seen.append(Path(handle.name).name)
+        return handle
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", spy)
+    _check_out_dir(tmp_path)
+    assert len(seen) == 1
+    leftover = tmp_path / seen[0].replace(f"-{os.getpid()}-", f"-{dead_pid()}-")
+    leftover.write_text("")
+    assert remove_stale_temporaries(tmp_path) == [leftover]
