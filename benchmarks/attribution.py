@@ -7,7 +7,8 @@ Runs, in order:
 
 1. a matmul of the size of the new path's largest products, to measure this machine's
    peak (best of a few) GFLOP/s;
-2. the new path (``mechit.attribution_grad.gradient_x_input``, method "auto");
+2. the new path (``mechit.attribution_grad.gradient_x_input``, method "auto": reverse
+   mode block by block for SmolLM2, see ``mechit/attribution_blocks.py``);
 3. the paper's procedure (``gradient_x_input_loop(weight_grads=True)``: one forward with
    full-vocabulary logits at every position, then ``p_j.backward()`` per response token,
    which also fills every parameter's ``.grad`` as the released code does);
@@ -83,8 +84,10 @@ def reset_peak_rss() -> None:
         f.write("5")
 
 
-def attribution_flops(cfg, seq: int, n_response: int) -> dict:
-    """Matmul FLOPs of the reverse path: one forward, then ``n_response`` input-gradient backwards.
+def attribution_flops(cfg, seq: int, n_response: int, recomputes: int = 1) -> dict:
+    """Matmul FLOPs of the reverse path: one forward, ``recomputes`` more of every block (the
+    block-by-block path recomputes each block once per group of response tokens), then
+    ``n_response`` input-gradient backwards.
 
     Linear layers (per token, per layer): Q, K, V, O projections and the (gated) MLP,
     2 FLOPs per multiply-add, forward and input-gradient backward each ``2 * params``.
@@ -102,7 +105,8 @@ def attribution_flops(cfg, seq: int, n_response: int) -> dict:
     unembed = 2 * n_response * d * cfg.d_vocab
     forward = linear + attention_fwd + unembed
     backward = linear + 2 * attention_fwd  # per response token, input gradient only
-    return {"forward": forward, "backward_per_token": backward, "total": forward + n_response * backward}
+    total = forward + recomputes * (linear + attention_fwd) + n_response * backward
+    return {"forward": forward, "backward_per_token": backward, "total": total}
 
 
 def matmul_peak(m: int, k: int, n: int, repeats: int = 5) -> float:
@@ -132,7 +136,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mechit.attribution_grad import chunk_size, choose_method, gradient_x_input, gradient_x_input_loop
+    from mechit.attribution_grad import block_plan, chunk_size, choose_method, gradient_x_input, gradient_x_input_loop
     from mechit.models import load_model
 
     spec = args.model or str(smollm2_gguf())
@@ -150,9 +154,11 @@ def main() -> None:
     response_positions = torch.arange(len(bos) + n, len(ids))
     seq = len(ids)
     method = choose_method(n, m)
-    chunk = chunk_size(model, seq, m if method == "reverse" else n)
+    chunk, group = block_plan(model, seq, m) if method == "reverse" else (chunk_size(model, seq, n), None)
+    groups = -(-m // group) if group else 0
     print(f"model: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}, vocab {model.cfg.d_vocab}; "
-          f"n_prompt {n}, n_response {m}, seq {seq}; threads {args.threads}; method {method}, chunk {chunk}")
+          f"n_prompt {n}, n_response {m}, seq {seq}; threads {args.threads}; method {method}, chunk {chunk}"
+          + (f", {groups} group(s) of {group} (block by block, when the blocks are a plain chain)" if group else ""))
 
     # warm-up on a short slice (first-call overheads out of the timings)
     short = ids[: len(bos) + 8 + 2]
@@ -167,7 +173,7 @@ def main() -> None:
     reset_peak_rss()
     print(f"resident before the new path: {rss_mb('VmRSS'):.0f} MB (model weights "
           f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6:.0f} MB)")
-    flops = attribution_flops(model.cfg, seq, m)["total"]
+    flops = attribution_flops(model.cfg, seq, m, recomputes=groups)["total"]
     t_new = t_ref = t_loop = float("inf")
     peak_rss = 0.0
     for round_ in range(1, args.repeats + 1):  # interleaved; the best of each is reported

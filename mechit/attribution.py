@@ -26,8 +26,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from mechit.attribution_grad import (DEFAULT_MEMORY_BUDGET, Method, choose_method, forward_bytes, gradient_x_input,
-                                     product_bytes)
+from mechit.attribution_grad import (DEFAULT_MEMORY_BUDGET, Method, block_path_bytes, choose_method, cotangent_bytes,
+                                     forward_bytes, gradient_x_input, product_bytes)
 from mechit.attribution_math import density, instruction_score, rescale, sparsify
 from mechit.errors import EmptyResponseError, InputError
 
@@ -152,15 +152,27 @@ def context_window(model) -> int | None:
     return getattr(model.cfg, "n_ctx", None)
 
 
-def _check_max_memory(model, seq: int, n_response: int, max_memory: int | None, what: str) -> int:
-    """Bytes of the forward pass of ``seq`` tokens; InputError if it plus one gradient product exceed ``max_memory``."""
-    forward = forward_bytes(model, seq, n_response)
-    need = forward + product_bytes(model, seq)
+def _memory_needs(model, seq: int, n_prompt: int, n_response: int, method: Method) -> tuple[int, int]:
+    """``(kept, one)``: bytes the forward pass of ``seq`` tokens keeps (every block's input in
+    reverse mode, :func:`~mechit.attribution_grad.block_path_bytes`; the whole graph in
+    forward mode, :func:`~mechit.attribution_grad.forward_bytes`) and the least the
+    products need beside it (one product, and in reverse mode one response token's
+    cotangents)."""
+    if choose_method(n_prompt, n_response, method) == "reverse":
+        return block_path_bytes(model, seq, n_response), product_bytes(model, seq) + cotangent_bytes(model, seq)
+    return forward_bytes(model, seq, n_response), product_bytes(model, seq)
+
+
+def _check_max_memory(model, seq: int, n_prompt: int, n_response: int, method: Method, max_memory: int | None,
+                      what: str) -> tuple[int, int]:
+    """:func:`_memory_needs`; InputError if their sum exceeds ``max_memory``."""
+    kept, one = _memory_needs(model, seq, n_prompt, n_response, method)
+    need = kept + one
     if max_memory is not None and need > max_memory:
         raise InputError(f"field 'prompt': {what} {seq} tokens, which need ~{need / 2**20:.1f} MiB (forward pass "
-                         f"~{forward / 2**20:.1f} MiB + one gradient product), more than --max-memory "
+                         f"~{kept / 2**20:.1f} MiB + one gradient product), more than --max-memory "
                          f"{max_memory / 2**20:.1f} MiB; raise --max-memory or shorten the example")
-    return forward
+    return kept, one
 
 
 def attribute(
@@ -186,10 +198,10 @@ def attribute(
     ``chat_template=True`` wraps the prompt in the tokenizer's chat template (spans still
     refer to the bare prompt). ``L``, ``b``, ``p`` are the paper's constants. ``method``
     ("auto", "reverse", "forward") and ``memory_budget`` (bytes) only change speed and memory.
-    ``max_memory`` (bytes, None = no cap) bounds the whole attribution of the example: the
-    forward pass's saved activations (:func:`~mechit.attribution_grad.forward_bytes`) plus
-    one chunk of gradient products; chunks shrink to fit, and an example whose forward pass
-    and single product do not fit is refused before any forward pass runs.
+    ``max_memory`` (bytes, None = no cap) bounds the whole attribution of the example: what
+    the forward pass keeps (:func:`_memory_needs`) plus one chunk of gradient products;
+    chunks shrink to fit, and an example whose forward pass and single product do not fit
+    is refused before any forward pass runs.
 
     Raises :class:`InputError` for an empty prompt or response, bad spans, or a sequence
     longer than the model's context window or the memory budget;
@@ -216,7 +228,8 @@ def attribute(
         if window is not None and prompt_len + max_new_tokens > window:
             raise InputError(f"field 'prompt': {prompt_len} prompt tokens + max_new_tokens={max_new_tokens} "
                              f"exceed the model's context window of {window} tokens")
-        _check_max_memory(model, prompt_len + 1, 1, max_memory, "the prompt and a one-token response are")
+        _check_max_memory(model, prompt_len + 1, prompt_len, 1, method, max_memory,
+                          "the prompt and a one-token response are")
         response = generate_response(model, prompt, chat_template=chat_template, max_new_tokens=max_new_tokens)
         if not response.strip():
             raise EmptyResponseError("field 'response': the model generated an empty response (end of sequence "
@@ -230,10 +243,10 @@ def attribute(
         raise InputError(f"field 'response': prompt + response are {seq} tokens, longer than the model's "
                          f"context window of {window} tokens; shorten them")
     n_response = len(encoded.response_positions)
-    forward = _check_max_memory(model, seq, n_response, max_memory, "prompt + response are")
+    kept, need = _check_max_memory(model, seq, len(encoded.prompt_positions), n_response, method, max_memory,
+                                   "prompt + response are")
     if max_memory is not None:
-        memory_budget = min(memory_budget, max_memory - forward)
-    need = product_bytes(model, seq)
+        memory_budget = min(memory_budget, max_memory - kept)
     if need > memory_budget:
         raise InputError(f"field 'prompt': prompt + response are {seq} tokens; one gradient product needs "
                          f"~{need / 2**20:.1f} MiB, more than the memory budget of {memory_budget / 2**20:.1f} MiB "

@@ -24,6 +24,12 @@ How it is computed (one primal forward, then batched products):
    chunks are sized to ``memory_budget``. Parameters stop requiring grad meanwhile (and
    are restored), so no weight gradient is computed and no activation is kept for one.
 
+Reverse mode runs block by block when the model's blocks form a plain chain
+(:mod:`mechit.attribution_blocks`, the usual case): the forward pass keeps each block's
+input instead of every block's graph, and each block is recomputed once before its
+products; same values, one more forward pass, a fraction of the memory. Otherwise
+(checked during the forward pass) it keeps the whole graph, steps 1-3 above.
+
 >>> raw, probs = gradient_x_input(model, ids, prompt_positions, response_positions)  # doctest: +SKIP
 >>> raw.shape                                                                       # doctest: +SKIP
 torch.Size([n_prompt, n_response])
@@ -39,17 +45,20 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechit.attribution_blocks import at_least_fp32, block_primal, block_reverse
 from mechit.memory import trim_hooks
 
 Method = Literal["auto", "reverse", "forward"]
 
-# Bytes for one chunk of batched products, beyond the forward pass's saved activations.
-# 64 MB: 3 products at a time for SmolLM2-135M with 233 tokens, whose forward graph alone
-# holds ~380 MB; with the heap trimmed after every block (TRIM_ABOVE) the benchmark's peak
-# RSS is about 1.5 GB, model and libraries included (docs/benchmarks.md).
-DEFAULT_MEMORY_BUDGET = 64 * 2**20
+# Bytes for one chunk of batched products beyond what the forward pass keeps and, in the
+# block-by-block reverse path, the cotangents carried through the blocks (:func:`block_plan`).
+# 128 MiB: for SmolLM2-135M with 233 tokens, all 32 cotangents in one group (69 MB) and
+# 3 products at a time; the benchmark's peak RSS is then about 1.4 GB, model and
+# libraries included (docs/benchmarks.md).
+DEFAULT_MEMORY_BUDGET = 128 * 2**20
 
-# Forward graphs estimated above this size (:func:`forward_bytes`) return the heap freed
+# Whole forward graphs (forward mode, and reverse mode when the blocks are not a plain
+# chain) estimated above this size (:func:`forward_bytes`) return the heap freed
 # between saved activations to the OS after every block (:func:`mechit.memory.trim_hooks`,
 # ~4 MB per layer for SmolLM2-135M); smaller ones skip the ~1 ms per block it costs.
 TRIM_ABOVE = 64 * 2**20
@@ -111,6 +120,51 @@ def forward_bytes(model, seq_len: int, n_response: int | None = None) -> int:
     return 4 * (cfg.n_layers * per_layer + 3 * m * cfg.d_vocab)
 
 
+def block_path_bytes(model, seq_len: int, n_response: int) -> int:
+    """Estimated bytes the block-by-block reverse path (:mod:`mechit.attribution_blocks`)
+    keeps besides its products: every block's input (``d_model`` per position and layer),
+    one block's graph while it is recomputed (a layer's share of :func:`forward_bytes`) and
+    the logits and softmax at the ``n_response`` predicting positions. In fp32::
+
+        4 * (n_layers * seq * d_model + seq * (6 d_model + 4 d_mlp + n_heads seq) + 3 n_response d_vocab)
+
+    >>> block_path_bytes(model, 233, 32)  # doctest: +SKIP
+    """
+    cfg = model.cfg
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    one_block = seq_len * (6 * cfg.d_model + 4 * d_mlp + cfg.n_heads * seq_len)
+    return 4 * (cfg.n_layers * seq_len * cfg.d_model + one_block + 3 * n_response * cfg.d_vocab)
+
+
+def cotangent_bytes(model, seq_len: int) -> int:
+    """Bytes one response token's cotangent takes while it is carried through the blocks
+    (the one at a block's output and the one at its input): ``2 * 4 * seq * d_model``."""
+    return 8 * seq_len * model.cfg.d_model
+
+
+def block_plan(model, seq_len: int, count: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[int, int]:
+    """``(chunk, group)`` for the block-by-block reverse path: ``group`` response tokens'
+    cotangents travel through the blocks together (every group recomputes each block once,
+    so groups are as large as the budget allows) and ``chunk`` of them make one batched
+    product, with ``group * cotangent_bytes + chunk * product_bytes <= memory_budget``
+    (both at least 1; balanced like :func:`chunk_size`).
+
+    >>> block_plan(model, 233, 32, 128 * 2**20)  # doctest: +SKIP
+    (3, 32)
+    """
+    product, cotangent = product_bytes(model, seq_len), cotangent_bytes(model, seq_len)
+    group = _balanced(count, (memory_budget - product) // cotangent)
+    chunk = _balanced(group, (memory_budget - group * cotangent) // product)
+    return chunk, group
+
+
+def _balanced(count: int, largest: int) -> int:
+    """The size of ``ceil(count / largest)`` equal parts of ``count`` (``largest`` clamped to 1..count)."""
+    largest = max(1, min(count, largest))
+    n_parts = math.ceil(count / largest)
+    return math.ceil(count / n_parts)
+
+
 def chunk_size(model, seq_len: int, count: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
     """How many of ``count`` products to batch so that one chunk fits in ``memory_budget`` bytes.
 
@@ -119,9 +173,7 @@ def chunk_size(model, seq_len: int, count: int, memory_budget: int = DEFAULT_MEM
     >>> chunk_size(model, 232, 32, 24 * product_bytes(model, 232))  # doctest: +SKIP
     16
     """
-    largest = max(1, min(count, memory_budget // product_bytes(model, seq_len)))
-    n_chunks = math.ceil(count / largest)
-    return math.ceil(count / n_chunks)
+    return _balanced(count, memory_budget // product_bytes(model, seq_len))
 
 
 @contextmanager
@@ -136,10 +188,6 @@ def _weights_frozen(model):
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def _at_least_fp32(t: Tensor) -> Tensor:
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tensor, " m"]):
@@ -162,7 +210,7 @@ def _primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tenso
             input_ids[None], fwd_hooks=[("hook_embed", leaf), ("unembed.hook_in", keep), *trim]
         )  # (1, m, vocab)
         targets = input_ids[response_positions]
-        probs = torch.softmax(_at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets)), targets]  # (m,)
+        probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets)), targets]  # (m,)
         (g,) = torch.autograd.grad(probs.sum(), seen["h_leaf"])  # (1, m, d_model); block-diagonal Jacobian
     return seen["e"], seen["h"], g[0].detach(), probs.detach()
 
@@ -247,13 +295,18 @@ def gradient_x_input(
     chosen = choose_method(n, m, method)
     seq = input_ids.shape[0]
     with _weights_frozen(model):
-        e, h, g, probs = _primal(model, input_ids, response_positions)
-        if chosen == "reverse":
-            raw = _reverse(e, h, g, prompt_positions, chunk_size(model, seq, m, memory_budget))
+        chunk = chunk_size(model, seq, m if chosen == "reverse" else n, memory_budget)
+        primal = block_primal(model, input_ids, response_positions) if chosen == "reverse" else None
+        if primal is not None:
+            chunk, group = block_plan(model, seq, m, memory_budget)
+            raw, probs, e = block_reverse(model, primal, prompt_positions, chunk, group), primal.probs, primal.e
+        elif chosen == "reverse":
+            e, h, g, probs = _primal(model, input_ids, response_positions)
+            raw = _reverse(e, h, g, prompt_positions, chunk)
         else:
+            e, h, g, probs = _primal(model, input_ids, response_positions)
             del h
-            raw = _forward(model, input_ids, e, g, prompt_positions, response_positions,
-                           chunk_size(model, seq, n, memory_budget))
+            raw = _forward(model, input_ids, e, g, prompt_positions, response_positions, chunk)
     dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
     return raw.detach().to(dtype).cpu(), probs.to(dtype).cpu()
 
@@ -285,7 +338,7 @@ def gradient_x_input_loop(
 
     with torch.enable_grad():
         logits = model.run_with_hooks(input_ids[None], fwd_hooks=[("hook_embed", leaf)])  # (1, seq, vocab)
-        all_probs = torch.softmax(_at_least_fp32(logits[0]), dim=-1)  # (seq, vocab)
+        all_probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)  # (seq, vocab)
         targets = input_ids[response_positions]
         probs = all_probs[response_positions - 1, targets]
         e = seen["e"]

@@ -32,8 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
-    p.add_argument("--memory-budget-mb", type=int, default=64, metavar="MB",
-                   help="memory for one chunk of batched gradient products (more: faster, up to a point)")
+    p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution_grad.DEFAULT_MEMORY_BUDGET
+                   help="memory for one chunk of batched gradient products and the cotangents carried with "
+                        "them (more: faster, up to a point)")
     p.add_argument("--max-memory", dest="max_memory_mb", type=int, default=None, metavar="MB",
                    help="cap on one example's attribution memory: forward-pass activations plus one chunk of "
                         "gradient products (chunks shrink to fit); an example that cannot fit is refused "

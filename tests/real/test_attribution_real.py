@@ -10,6 +10,7 @@ from mechit.attribution import attribute
 from mechit.attribution_grad import gradient_x_input, gradient_x_input_loop
 from mechit.cli import main
 from mechit.tokens import encode
+from block_memory import block_path_kept_bytes
 
 pytestmark = pytest.mark.real
 
@@ -79,3 +80,27 @@ def test_cli_on_smollm2_writes_the_tables(smollm2_path, tmp_path):
     assert examples.instruction_score.between(0, 100).all() and (examples.instruction_score > 0).any()
     assert set(tokens.id) == set(examples.id) and tokens.density.max() == 1.0
     assert len(list((out / "tensors").rglob("*.safetensors"))) == 4
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma"])
+def test_real_models_run_block_by_block_within_the_estimate(name, request):
+    """Both real architectures (Llama-style SmolLM2, Gemma 3 with sliding-window layers) pass the
+    plain-chain check, equal the whole-graph path, and keep no more than block_path_bytes says."""
+    import mechit.attribution_grad as grad
+    from mechit.attribution_blocks import block_primal, block_reverse
+
+    model = request.getfixturevalue(name)
+    enc = encode(model.tokenizer, PROMPT, RESPONSE)
+    ids, pp, rp = enc.input_ids, enc.prompt_positions, enc.response_positions
+    with grad._weights_frozen(model):
+        primal = block_primal(model, ids, rp)
+        assert primal is not None and len(primal.inputs) == model.cfg.n_layers
+        blocks = block_reverse(model, primal, pp, chunk=4)
+        e, h, g, _ = grad._primal(model, ids, rp)
+        whole = grad._reverse(e, h, g, pp, 4)
+    assert rel_diff(blocks, whole) < 1e-5
+    m = len(rp)
+    estimate = grad.block_path_bytes(model, len(ids), m) - 4 * 3 * m * model.cfg.d_vocab  # logits aside
+    ratio = estimate / block_path_kept_bytes(model, ids, rp)
+    print(f"{name}: block-path estimate / kept bytes = {ratio:.3f}")
+    assert 0.97 <= ratio <= 1.5

@@ -18,6 +18,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from block_memory import block_path_kept_bytes
 
 LONG_PROMPT = "Summarize this text: " + "the cat sat on the mat and the dog sat on the cat " * 7
 RESPONSE = "the cat and the dog sat on the mat " * 3
@@ -26,19 +27,34 @@ MEDIUM_PROMPT = "Summarize this text: " + "the cat sat on the mat " * 4
 
 @pytest.fixture
 def chunks(monkeypatch):
-    """The chunk sizes :func:`chunk_size` hands out during a call."""
+    """The chunk sizes :func:`chunk_size` (forward mode) and :func:`block_plan` (reverse mode,
+    block by block) hand out during a call: ``(seq, count, chunk, budget)``, and for
+    ``block_plan`` the group size after them."""
     import mechit.attribution_grad as grad
 
     seen = []
-    original = grad.chunk_size
+    chunk_size, block_plan = grad.chunk_size, grad.block_plan
 
-    def spy(model, seq_len, count, memory_budget=grad.DEFAULT_MEMORY_BUDGET):
-        size = original(model, seq_len, count, memory_budget)
+    def spy_chunks(model, seq_len, count, memory_budget=grad.DEFAULT_MEMORY_BUDGET):
+        size = chunk_size(model, seq_len, count, memory_budget)
         seen.append((seq_len, count, size, memory_budget))
         return size
 
-    monkeypatch.setattr(grad, "chunk_size", spy)
+    def spy_plan(model, seq_len, count, memory_budget=grad.DEFAULT_MEMORY_BUDGET):
+        size, group = block_plan(model, seq_len, count, memory_budget)
+        seen.append((seq_len, count, size, memory_budget, group))
+        return size, group
+
+    monkeypatch.setattr(grad, "chunk_size", spy_chunks)
+    monkeypatch.setattr(grad, "block_plan", spy_plan)
     return seen
+
+
+def _one_product(model, seq: int, method: str) -> int:
+    """The least memory beside the forward pass: one product (and, in reverse mode, one cotangent)."""
+    from mechit.attribution_grad import cotangent_bytes, product_bytes
+
+    return product_bytes(model, seq) + (cotangent_bytes(model, seq) if method == "reverse" else 0)
 
 
 @pytest.mark.parametrize("method", ["reverse", "forward"])
@@ -51,22 +67,27 @@ def test_small_budget_is_chunked_with_the_same_values(tiny_llama, chunks, method
     seq = len(big.input_ids)
     count = len(big.response_tokens) if method == "reverse" else len(big.prompt_tokens)
     assert chunks[-1][2] == count  # one chunk
-    budget = 3 * product_bytes(tiny_llama, seq)
+    budget = 3 * _one_product(tiny_llama, seq, method)
     small = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], method=method,
                       memory_budget=budget)
-    _, _, size, _ = chunks[-1]
+    size = chunks[-1][2]
     assert size <= 3 and size * product_bytes(tiny_llama, seq) <= budget
+    if method == "reverse":  # the group's cotangents and one chunk of products share the budget
+        from mechit.attribution_grad import cotangent_bytes
+
+        group = chunks[-1][4]
+        assert size <= group <= count and group * cotangent_bytes(tiny_llama, seq) + size * product_bytes(
+            tiny_llama, seq) <= budget
     assert torch.allclose(small.raw, big.raw, rtol=1e-5, atol=1e-7 * float(big.raw.abs().max()))
     assert small.score == pytest.approx(big.score, rel=1e-5)
 
 
 def test_budget_below_one_product_refuses_the_example(tiny_llama):
     from mechit import attribute
-    from mechit.attribution_grad import product_bytes
     from mechit.errors import InputError
 
     seq = len(attribute(tiny_llama, "Say hi to the cat", "hi cat").input_ids)
-    tight = product_bytes(tiny_llama, seq) + 1  # enough for the short example
+    tight = _one_product(tiny_llama, seq, "reverse") + 1  # enough for the short example
     attribute(tiny_llama, "Say hi to the cat", "hi cat", memory_budget=tight)
     with pytest.raises(InputError, match="(?i)memory"):
         attribute(tiny_llama, LONG_PROMPT, RESPONSE, memory_budget=tight)
@@ -132,14 +153,31 @@ def test_forward_estimate_bounds_the_saved_activations(family, tiny_llama, tiny_
     print(f"{family}: forward estimate / saved activations = {[round(r, 3) for r in ratios]}")
 
 
-def _needs(model, prompt, response) -> tuple[int, int, int]:
-    """(tokens, forward bytes, one product's bytes) of an example."""
-    from mechit.attribution_grad import forward_bytes, product_bytes
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_block_path_estimate_bounds_what_it_keeps(family, tiny_llama, tiny_gemma):
+    from mechit.attribution_grad import block_path_bytes
+    from mechit.tokens import encode
+
+    model = {"llama": tiny_llama, "gemma": tiny_gemma}[family]
+    ratios = []
+    for repeat in (2, 12, 36):
+        enc = encode(model.tokenizer, "Summarize this text: " + "the cat sat on the mat " * repeat, " the dog sat")
+        measured = block_path_kept_bytes(model, enc.input_ids, enc.response_positions)
+        m = len(enc.response_positions)
+        estimate = block_path_bytes(model, len(enc.input_ids), m) - 4 * 3 * m * model.cfg.d_vocab  # logits aside
+        ratios.append(estimate / measured)
+    assert all(0.97 <= r <= 1.5 for r in ratios), ratios
+    print(f"{family}: block-path estimate / kept bytes = {[round(r, 3) for r in ratios]}")
+
+
+def _needs(model, prompt, response, method="auto") -> tuple[int, int, int]:
+    """(tokens, bytes the forward pass keeps, the least the products need) of an example."""
+    from mechit.attribution import _memory_needs
     from mechit.tokens import encode
 
     enc = encode(model.tokenizer, prompt, response)
     seq = len(enc.input_ids)
-    return seq, forward_bytes(model, seq, len(enc.response_positions)), product_bytes(model, seq)
+    return (seq, *_memory_needs(model, seq, len(enc.prompt_positions), len(enc.response_positions), method))
 
 
 def test_max_memory_refuses_before_the_forward_pass(tiny_llama, monkeypatch):
@@ -172,11 +210,11 @@ def test_max_memory_refuses_before_the_forward_pass(tiny_llama, monkeypatch):
 def test_max_memory_shrinks_the_chunks(tiny_llama, chunks, method):
     from mechit import attribute
 
-    seq, forward, product = _needs(tiny_llama, MEDIUM_PROMPT, RESPONSE)
+    seq, forward, product = _needs(tiny_llama, MEDIUM_PROMPT, RESPONSE, method)
     big = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], method=method,
                     memory_budget=2**34)
     small = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], method=method,
                       memory_budget=2**34, max_memory=forward + 3 * product)
-    _, _, size, chunk_budget = chunks[-1]
+    size, chunk_budget = chunks[-1][2:4]
     assert chunk_budget == 3 * product and 1 <= size <= 3
     assert torch.allclose(small.raw, big.raw, rtol=1e-5, atol=1e-7 * float(big.raw.abs().max()))
