@@ -136,38 +136,32 @@ def _saved_activation_bytes(model, ids, response_positions) -> int:
     return sum(storages.values())
 
 
+def _estimate_and_measured(path: str, model, enc) -> tuple[int, int]:
+    """(estimated, measured) bytes the forward pass keeps: the whole graph, or block by block
+    (the logits, which the measurement leaves out, aside)."""
+    from mechit.attribution_grad import block_path_bytes, forward_bytes
+
+    seq, m = len(enc.input_ids), len(enc.response_positions)
+    if path == "graph":
+        return forward_bytes(model, seq, m), _saved_activation_bytes(model, enc.input_ids, enc.response_positions)
+    return (block_path_bytes(model, seq, m) - 4 * 3 * m * model.cfg.d_vocab,
+            block_path_kept_bytes(model, enc.input_ids, enc.response_positions))
+
+
+@pytest.mark.parametrize("path", ["graph", "blocks"])
 @pytest.mark.parametrize("family", ["llama", "gemma"])
-def test_forward_estimate_bounds_the_saved_activations(family, tiny_llama, tiny_gemma):
-    from mechit.attribution_grad import forward_bytes
+def test_forward_estimate_bounds_what_is_kept(family, path, tiny_llama, tiny_gemma):
     from mechit.tokens import encode
 
     model = {"llama": tiny_llama, "gemma": tiny_gemma}[family]
     ratios = []
     for repeat in (2, 12, 36):
         enc = encode(model.tokenizer, "Summarize this text: " + "the cat sat on the mat " * repeat, " the dog sat")
-        measured = _saved_activation_bytes(model, enc.input_ids, enc.response_positions)
-        estimate = forward_bytes(model, len(enc.input_ids), len(enc.response_positions))
+        estimate, measured = _estimate_and_measured(path, model, enc)
         ratios.append(estimate / measured)
     # an upper bound (the quadratic attention term is in both), never more than 1.5 times too big
     assert all(0.97 <= r <= 1.5 for r in ratios), ratios
-    print(f"{family}: forward estimate / saved activations = {[round(r, 3) for r in ratios]}")
-
-
-@pytest.mark.parametrize("family", ["llama", "gemma"])
-def test_block_path_estimate_bounds_what_it_keeps(family, tiny_llama, tiny_gemma):
-    from mechit.attribution_grad import block_path_bytes
-    from mechit.tokens import encode
-
-    model = {"llama": tiny_llama, "gemma": tiny_gemma}[family]
-    ratios = []
-    for repeat in (2, 12, 36):
-        enc = encode(model.tokenizer, "Summarize this text: " + "the cat sat on the mat " * repeat, " the dog sat")
-        measured = block_path_kept_bytes(model, enc.input_ids, enc.response_positions)
-        m = len(enc.response_positions)
-        estimate = block_path_bytes(model, len(enc.input_ids), m) - 4 * 3 * m * model.cfg.d_vocab  # logits aside
-        ratios.append(estimate / measured)
-    assert all(0.97 <= r <= 1.5 for r in ratios), ratios
-    print(f"{family}: block-path estimate / kept bytes = {[round(r, 3) for r in ratios]}")
+    print(f"{family}, {path}: estimate / kept bytes = {[round(r, 3) for r in ratios]}")
 
 
 def _needs(model, prompt, response, method="auto") -> tuple[int, int, int]:

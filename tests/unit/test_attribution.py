@@ -1,12 +1,17 @@
-"""attribute(): exact batched gradients, the Attribution object, chat templates, generation, bad input."""
+"""attribute(): exact batched gradients (whole graph and block by block), the Attribution object, chat templates,
+generation, bad input."""
 
 import pytest
 import torch
 
+import mechit.attribution_grad as grad
 from mechit.attribution import Attribution, attribute
+from mechit.attribution_blocks import block_primal, block_reverse
 from mechit.attribution_grad import (
+    block_plan,
     chunk_size,
     choose_method,
+    cotangent_bytes,
     gradient_x_input,
     gradient_x_input_loop,
     product_bytes,
@@ -172,3 +177,58 @@ def test_bad_input_names_the_field(tiny_llama, kwargs, field):
     prompt, response = kwargs.pop("prompt"), kwargs.pop("response")
     with pytest.raises(InputError, match=f"field '{field}'"):
         attribute(tiny_llama, prompt, response, **kwargs)
+
+
+# ---------------------------------------------------------------- block by block (mechit/attribution_blocks.py)
+
+
+def test_block_path_applies_only_with_frozen_weights(model_and_reference):
+    model, enc, _, _ = model_and_reference
+    with grad._weights_frozen(model):
+        primal = block_primal(model, enc.input_ids, enc.response_positions)
+    assert primal is not None and len(primal.inputs) == model.cfg.n_layers
+    assert primal.g.shape == (len(enc.response_positions), model.cfg.d_model)
+    # with trainable weights every block's output depends on them: not a graph-free forward, refused
+    assert block_primal(model, enc.input_ids, enc.response_positions) is None
+
+
+@pytest.mark.parametrize("chunk,group", [(1, 1), (1, 2), (3, 5), (4, None)])
+def test_block_path_equals_the_loop_in_every_grouping(model_and_reference, chunk, group):
+    model, enc, ref, _ = model_and_reference
+    with grad._weights_frozen(model):
+        primal = block_primal(model, enc.input_ids, enc.response_positions)
+        raw = block_reverse(model, primal, enc.prompt_positions, chunk, group)
+    assert raw.shape == ref.shape and rel_diff(raw, ref) < 1e-5
+
+
+def test_a_changed_residual_between_blocks_falls_back_to_the_whole_graph(tiny_llama, monkeypatch):
+    enc = encode(tiny_llama.tokenizer, PROMPT, RESPONSE)
+    args = (tiny_llama, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    whole_graph, used = grad._reverse, []
+    monkeypatch.setattr(grad, "_reverse", lambda *a: used.append(1) or whole_graph(*a))
+    handle = tiny_llama.blocks[1].register_forward_pre_hook(  # doubles the residual stream between blocks 0 and 1
+        lambda module, inputs, kwargs: ((2 * inputs[0], *inputs[1:]), kwargs), with_kwargs=True)
+    try:
+        with grad._weights_frozen(tiny_llama):
+            assert block_primal(tiny_llama, enc.input_ids, enc.response_positions) is None
+        ref, _ = gradient_x_input_loop(*args)
+        raw, _ = gradient_x_input(*args, method="reverse")
+    finally:
+        handle.remove()
+    assert used == [1] and rel_diff(raw, ref) < 1e-5
+    unchanged, _ = gradient_x_input(*args, method="reverse")  # hook removed: the block path again
+    assert used == [1] and rel_diff(unchanged, ref) > 0.01  # and the doubling really changed the values
+
+
+def test_block_plan_fits_the_budget(tiny_llama):
+    product, cotangent = product_bytes(tiny_llama, 20), cotangent_bytes(tiny_llama, 20)
+    assert cotangent == 8 * 20 * 64
+    assert block_plan(tiny_llama, 20, 32, 2**40) == (32, 32)
+    assert block_plan(tiny_llama, 20, 32, 1) == (1, 1)
+    # room for all 32 cotangents and 2 products beside them
+    assert block_plan(tiny_llama, 20, 32, 32 * cotangent + 2 * product) == (2, 32)
+    # 11 cotangents beside one product: 3 groups of 11, 11, 10, one product at a time
+    assert block_plan(tiny_llama, 20, 32, 11 * cotangent + product) == (1, 11)
+    for budget in range(product + cotangent, 40 * product, product // 3):
+        chunk, group = block_plan(tiny_llama, 20, 32, budget)
+        assert 1 <= chunk <= group <= 32 and group * cotangent + chunk * product <= budget
