@@ -81,25 +81,41 @@ def _sorted(keys: np.ndarray) -> np.ndarray:
     return np.sort(keys) if len(keys) < 20_000 else torch.sort(torch.from_numpy(keys)).values.numpy()
 
 
-def _candidates(h: Float[Tensor, "words d_head"], k: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(h: Float[Tensor, "words d_head"], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per dimension (raw index order) the top-k words by |h| and their values: (d_head, k)
-    each, the same words in the same order as ``torch.topk(h[:, r].abs(), k)``.
+    each, the same words in the same order as ``torch.topk(h[:, r].abs(), k)``; and the
+    dimensions' ``sum_words h^2`` (d_head,), the bits :func:`energy_order` sums.
 
-    One pass bounds each dimension's k-th largest |h| from below (the k-th largest of at
-    least 4k block maxima: k distinct words reach it), one more keeps the words at or above
-    the bound (about 1.3 k per dimension on real heads), and one integer sort ranks them by
-    (dimension, |h| descending). Where |h| ties inside the top k or at its edge, or is NaN,
-    torch.topk's order is its own: those dimensions call it.
+    One pass over row chunks that stay in cache takes |h|, block maxima of |h| and the sums
+    of squares (numpy sums an axis-0 reduction row by row: the running sum is carried as row
+    0 of the chunk's squares, which gives the same bits as one sum over all rows). The k-th
+    largest of at least 4k block maxima bounds each dimension's k-th largest |h| from below
+    (k distinct words reach it); one more pass keeps the words at or above the bound (about
+    1.3 k per dimension on real heads), and one integer sort ranks them by (dimension, |h|
+    descending). Where |h| ties inside the top k or at its edge, or is NaN, torch.topk's
+    order is its own: those dimensions call it.
     """
     x = h.numpy()
-    a = np.abs(x, order="C")  # (words, d_head)
-    n, d = a.shape
+    n, d = x.shape
     bits = (n - 1).bit_length() + 1  # the word and the sign of h
     if d.bit_length() + 31 + bits > 63:
         raise InputError(f"{n} words x {d} head dimensions do not fit the 63-bit sort key: use fewer words")
     size = max(1, n // (4 * k))
     blocks = n // size
-    block_max = torch.from_numpy(a[: blocks * size]).view(blocks, size, d).amax(1).numpy()  # (blocks, d_head)
+    step = size * max(1, (1 << 17) // (size * d))  # rows per chunk, whole blocks
+    a = np.empty((n, d), dtype=np.float32)  # |h|
+    block_max = torch.empty(blocks, d)
+    squares = np.zeros((min(n, step) + 1, d), dtype=np.float32)  # row 0: the running sum
+    for start in range(0, n, step):
+        chunk = np.abs(x[start : start + step], out=a[start : start + step])
+        whole = min(blocks - start // size, len(chunk) // size)  # full blocks in the chunk
+        if whole > 0:
+            torch.amax(torch.from_numpy(chunk[: whole * size]).view(whole, size, d), 1,
+                       out=block_max[start // size : start // size + whole])
+        np.square(chunk, out=squares[1 : len(chunk) + 1])
+        squares[0] = squares[: len(chunk) + 1].sum(0)
+    sums = squares[0].copy() if d > 1 else np.square(x).sum(0)  # one column: numpy sums it pairwise
+    block_max = block_max.numpy()
     bound = np.partition(block_max, blocks - k, axis=0)[blocks - k]  # (d_head,)
     flat = np.flatnonzero(a >= bound)  # (candidates,) word-major
     words, dims = flat // d, flat % d
@@ -121,7 +137,7 @@ def _candidates(h: Float[Tensor, "words d_head"], k: int) -> tuple[np.ndarray, n
     for r in np.flatnonzero(tied).tolist():
         idx[r] = torch.topk(h[:, r].abs(), k).indices.numpy()
         values[r] = x[idx[r], r]
-    return idx, values
+    return idx, values, sums
 
 
 def _f32_below(thresholds: np.ndarray) -> np.ndarray:
@@ -133,18 +149,37 @@ def _f32_below(thresholds: np.ndarray) -> np.ndarray:
 
 
 def _descending(s: np.ndarray) -> np.ndarray:
-    """int64 keys in [0, 2^32] that sort float32 values in descending order (-0.0 = 0.0)."""
-    bits = (s + np.float32(0)).view(np.int32).astype(np.int64)
-    return (1 << 31) - np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+    """int64 keys in [0, 2^32) that sort float32 values in descending order (-0.0 = 0.0): the
+    float bits with a negative value's magnitude bits flipped order as signed integers."""
+    bits = (s + np.float32(0)).view(np.int32)
+    return 0x7FFFFFFF - (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
 
 
 def _from_descending(keys: np.ndarray) -> np.ndarray:
     """The float32 values back from :func:`_descending` keys."""
-    bits = (1 << 31) - keys
-    return np.where(bits < 0, -bits | (1 << 31), bits).astype(np.uint32).view(np.float32)
+    ordered = (0x7FFFFFFF - keys).astype(np.int32)
+    return (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)).view(np.float32)
+
+
+def _repeated(codes: np.ndarray, bound: int) -> np.ndarray:
+    """True where a non-negative int64 code (all below ``bound``) occurs more than once: one
+    sort (of int32 codes where they fit, 1.6x faster than a hash of int64 on 170k codes).
+
+    >>> _repeated(np.array([5, 2, 5, 7]), 8).tolist()
+    [True, False, True, False]
+    """
+    values, at = torch.sort(torch.from_numpy(codes.astype(np.int32) if bound <= 1 << 31 else codes))
+    same = (values[1:] == values[:-1]).numpy()
+    sorted_flags = np.zeros(len(codes), dtype=bool)
+    sorted_flags[1:] = same
+    sorted_flags[:-1] |= same
+    flags = np.empty(len(codes), dtype=bool)
+    flags[at.numpy()] = sorted_flags
+    return flags
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_KEY_BITS = 63  # bits of the pairs' int64 sort key; beyond it, np.lexsort
 
 
 def _in_threads(tasks: list, threads: int) -> list:
@@ -164,77 +199,162 @@ def _in_threads(tasks: list, threads: int) -> list:
     return [first] + [future.result() for future in futures]
 
 
-def _run_pairs(
-    q_idx: np.ndarray, q_val: np.ndarray, k_idx: np.ndarray, k_val: np.ndarray, unit: Tensor, thr32: np.ndarray,
-) -> tuple[np.ndarray, ...]:
-    """The kept pairs of a run of dimensions from their candidates (n_dims, K) in top-k order:
-    ``(r, a, b, score, similarity)`` with r the position in the run, ordered by r, then
-    similarity descending, ties in top-k order (as the reference's loops).
+def _sign_codes(values: np.ndarray) -> np.ndarray:
+    """0 where a value is positive, 1 where negative, 2 where zero or NaN (never pairs)."""
+    return np.where(values > 0, 0, np.where(values < 0, 1, 2)).astype(np.int8)
 
-    Per dimension the candidates are put positives first, then negatives (zeros last): only
-    the two same-sign blocks can raise the logit, so only they are multiplied, from rows
-    gathered into buffers that stay in cache; one mask then applies both thresholds."""
-    n_dims, k = q_idx.shape
-    q_sign = np.where(q_val > 0, 0, np.where(q_val < 0, 1, 2)).astype(np.int8)
-    k_sign = np.where(k_val > 0, 0, np.where(k_val < 0, 1, 2)).astype(np.int8)
-    q_perm = np.argsort(q_sign, axis=1, kind="stable")  # (n_dims, k): positives, negatives, zeros
+
+def _group_run(
+    q_idx: np.ndarray, q_val: np.ndarray, k_idx: np.ndarray, k_val: np.ndarray, unit: Tensor, thr32: np.ndarray,
+    cell: np.ndarray, shifts: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same-sign candidate pairs above both thresholds in a run of dimensions, for query
+    heads sharing one key head. Candidates in top-k order: query ``(heads, n_dims, K)``, key
+    ``(n_dims, K)``; ``cell`` ``(heads, n_dims)``: each (head, dimension)'s place in the output
+    order. Returns unsorted ``(high, j, s)``: ``cell << shifts[0] | i << shifts[1]`` with i the
+    query word's top-k position, j the key word's, and the similarity (float32).
+
+    Per dimension the key candidates are put positives first, then negatives (zeros and NaN
+    last), and the query candidates of all heads likewise (every head's positives, then every
+    head's negatives): only the two same-sign blocks can raise the logit, so only they are
+    multiplied, one product each of (key words x all heads' query words) from rows gathered
+    into a buffer that stays in cache (a wide product runs at about 1.4x the speed of one per
+    head). ``unit`` may be an exact float16 copy (half the bytes to gather); the products are
+    float32. One mask then applies both thresholds."""
+    heads, n_dims, k = q_idx.shape
+    wide = heads * k
+    q_sign = _sign_codes(q_val).transpose(1, 0, 2).reshape(n_dims, wide)  # (n_dims, heads*K) head-major
+    k_sign = _sign_codes(k_val)  # (n_dims, K)
+    q_perm = np.argsort(q_sign, axis=1, kind="stable")  # every head's positives, then negatives, then zeros
     k_perm = np.argsort(k_sign, axis=1, kind="stable")
-    q_words, k_words = np.take_along_axis(q_idx, q_perm, 1), np.take_along_axis(k_idx, k_perm, 1)
+    q_words = np.take_along_axis(q_idx.transpose(1, 0, 2).reshape(n_dims, wide), q_perm, 1)
+    k_words = np.take_along_axis(k_idx, k_perm, 1)
     q_ends = np.stack([(q_sign == 0).sum(1), (q_sign < 2).sum(1)], 1).tolist()  # where positives, negatives end
     k_ends = np.stack([(k_sign == 0).sum(1), (k_sign < 2).sum(1)], 1).tolist()
-    sims = torch.full((n_dims, k, k), -math.inf)  # -inf where the signs differ
-    rows = unit.new_empty(2 * k, unit.shape[1])  # both sides' gathered rows
-    u_q, u_k = rows[:k], rows[k:]
-    both = torch.from_numpy(np.hstack([q_words, k_words]))  # (n_dims, 2k)
+    sims = torch.full((n_dims, k, wide), -math.inf)  # (dim, key word, query word); -inf where the signs differ
+    rows = torch.empty(k + wide, unit.shape[1])  # both sides' gathered rows, float32
+    staged = rows if unit.dtype == torch.float32 else unit.new_empty(rows.shape)
+    u_k, u_q = rows[:k], rows[k:]
+    both = torch.from_numpy(np.hstack([k_words, q_words]))  # (n_dims, K + heads*K)
     for r, words, (a, a2), (b, b2) in zip(range(n_dims), both, q_ends, k_ends):
-        torch.index_select(unit, 0, words, out=rows)
+        torch.index_select(unit, 0, words, out=staged)
+        if staged is not rows:
+            rows.copy_(staged)
         if a and b:
-            torch.mm(u_q[:a], u_k[:b].T, out=sims[r, :a, :b])
+            torch.mm(u_k[:b], u_q[:a].T, out=sims[r, :b, :a])
         if a2 > a and b2 > b:
-            torch.mm(u_q[a:a2], u_k[b:b2].T, out=sims[r, a:a2, b:b2])
+            torch.mm(u_k[b:b2], u_q[a:a2].T, out=sims[r, b:b2, a:a2])
     sims = sims.numpy()  # exact cosines (GRID)
-    flat = np.flatnonzero(sims > np.maximum(thr32[q_words][:, :, None], thr32[k_words][:, None, :]))
-    s, q_at, j = sims.reshape(-1)[flat], flat // k, flat % k  # q_at = r * k + (row in sign order)
-    r = q_at // k
-    i, j = q_perm.reshape(-1)[q_at], k_perm.reshape(-1)[r * k + j]  # positions in top-k order
-    bits = max(1, (k - 1).bit_length())
-    if (n_dims - 1).bit_length() + 33 + 2 * bits <= 63:
-        key = _sorted((((r << 33) | _descending(s)) << 2 * bits) | (i << bits) | j)
-        r, i, j = key >> 33 + 2 * bits, (key >> bits) & ((1 << bits) - 1), key & ((1 << bits) - 1)
-        s = _from_descending((key >> 2 * bits) & ((1 << 33) - 1))
-    else:
-        sort = np.lexsort((j, i, -s.astype(np.float64), r))
-        r, i, j, s = r[sort], i[sort], j[sort], s[sort]
-    q_at, k_at = r * k + i, r * k + j
-    a, b = q_idx.reshape(-1)[q_at], k_idx.reshape(-1)[k_at]
-    score = q_val.reshape(-1)[q_at] * k_val.reshape(-1)[k_at]
-    ok = (a != b) & (score > 0)
-    return r[ok], a[ok], b[ok], score[ok], s[ok].astype(np.float64)
+    flat = np.flatnonzero(sims > np.maximum(thr32[k_words][:, :, None], thr32[q_words][:, None, :]))
+    g, i = np.divmod(q_perm, k)  # (n_dims, wide): query head, top-k position of each column
+    high = (np.take_along_axis(cell.T, g, 1) << shifts[0]) | (i << shifts[1])  # (n_dims, wide)
+    at, c = np.divmod(flat, wide)  # at = r * K + (key row in sign order)
+    return high.reshape(-1)[at // k * wide + c], k_perm.reshape(-1)[at], sims.reshape(-1)[flat]
 
 
-def _dim_pairs(
-    order: np.ndarray, q: tuple[np.ndarray, np.ndarray], kk: tuple[np.ndarray, np.ndarray],
+def _group_pairs(
+    q: tuple[np.ndarray, np.ndarray], kk: tuple[np.ndarray, np.ndarray], energy: np.ndarray,
     unit: Tensor, thr32: np.ndarray, n_words: int, threads: int = 1,
-) -> dict[str, np.ndarray]:
-    """The K x K step of :func:`qk_dim_pairs` from the candidates of both sides (raw dimension
-    order); ``order``: dimensions in energy order. ``threads`` Python threads take contiguous
-    runs of dimensions with about equal numbers of same-sign pairs (:func:`_run_pairs`)."""
-    q_idx, q_val = q[0][order], q[1][order]
-    k_idx, k_val = kk[0][order], kk[1][order]
-    d_head = len(order)
-    work = np.cumsum((q_val > 0).sum(1) * (k_val > 0).sum(1) + (q_val < 0).sum(1) * (k_val < 0).sum(1))
+) -> list[dict[str, np.ndarray]]:
+    """The K x K step of :func:`qk_dim_pairs_group` from the candidates (raw dimension order)
+    of each query head and of the shared key head; ``energy``: (heads, d_head). ``threads``
+    Python threads take contiguous runs of dimensions with about equal numbers of same-sign
+    pairs (:func:`_group_run`); one integer sort of (head, dimension rank, similarity
+    descending, top-k positions) then orders all heads' pairs, and every column is decoded
+    from it."""
+    (q_idx, q_val), (k_idx, k_val) = q, kk  # (heads, d_head, K), (d_head, K)
+    heads, d_head, k = q_idx.shape
+    order = np.argsort(-energy, axis=1, kind="stable")  # (heads, d_head), as energy_order
+    cell = np.empty_like(order)  # (head, raw dimension) -> head * d_head + dimension rank
+    np.put_along_axis(cell, order, np.arange(d_head)[None] + d_head * np.arange(heads)[:, None], 1)
+    bits = max(1, (k - 1).bit_length())
+    packed = (heads * d_head - 1).bit_length() + 33 + 2 * bits <= _KEY_BITS  # one int64 sort key
+    shifts = (33 + 2 * bits, bits) if packed else (bits, 0)
+    work = np.cumsum(((q_val > 0).sum(2) * (k_val > 0).sum(1) + (q_val < 0).sum(2) * (k_val < 0).sum(1)).sum(0))
     cuts = np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads), d_head].tolist()
     runs = _in_threads([
-        lambda lo=lo, hi=hi: _run_pairs(q_idx[lo:hi], q_val[lo:hi], k_idx[lo:hi], k_val[lo:hi], unit, thr32)
+        lambda lo=lo, hi=hi: _group_run(q_idx[:, lo:hi], q_val[:, lo:hi], k_idx[lo:hi], k_val[lo:hi], unit, thr32,
+                                        cell[:, lo:hi], shifts)
         for lo, hi in zip(cuts, cuts[1:])
     ], threads)
-    r = np.concatenate([run[0] + lo for run, lo in zip(runs, cuts)])
-    a, b, score, s = (np.concatenate([run[c] for run in runs]) for c in range(1, 5))
-    return {
-        "dim": order[r], "dim_rank": r, "rank": np.arange(len(r)) - np.searchsorted(r, np.arange(d_head))[r],
-        "a": a, "b": b, "score": score, "similarity": s,
-        "knowledge": pd.Series(a * n_words + b).duplicated(keep=False).to_numpy(),
-    }
+    high, j, s = (np.concatenate([run[c] for run in runs]) if len(runs) > 1 else runs[0][c] for c in range(3))
+    low = (1 << bits) - 1
+    if packed:
+        key = _sorted(high | (_descending(s) << 2 * bits) | j)
+        cell, i, j = key >> shifts[0], (key >> bits) & low, key & low
+        s = _from_descending((key >> 2 * bits) & ((1 << 33) - 1))
+    else:
+        cell, i = high >> bits, high & low
+        sort = np.lexsort((j, i, -s.astype(np.float64), cell))
+        cell, i, j, s = cell[sort], i[sort], j[sort], s[sort]
+    dim = order.reshape(-1)[cell]
+    at_q, at_k = (cell - cell % d_head + dim) * k + i, dim * k + j  # flat positions in q_*, k_*
+    a, b = q_idx.reshape(-1)[at_q], k_idx.reshape(-1)[at_k]
+    score = q_val.reshape(-1)[at_q] * k_val.reshape(-1)[at_k]
+    ok = (a != b) & (score > 0)  # a word with itself is no relation
+    if not ok.all():
+        cell, dim, a, b, score, s = (x[ok] for x in (cell, dim, a, b, score, s))
+    g, dim_rank = np.divmod(cell, d_head)
+    rank = np.arange(len(cell)) - np.searchsorted(cell, np.arange(heads * d_head))[cell]  # within (head, dimension)
+    knowledge = _repeated((g * n_words + a) * n_words + b, heads * n_words**2)
+    ends = np.searchsorted(g, np.arange(heads + 1)).tolist()
+    columns = {"dim": dim, "dim_rank": dim_rank, "rank": rank, "a": a, "b": b, "score": score,
+               "similarity": s.astype(np.float64), "knowledge": knowledge}
+    return [{name: x[lo:hi] for name, x in columns.items()} for lo, hi in zip(ends, ends[1:])]
+
+
+def _top_k_phase(
+    h_q: Float[Tensor, "words heads d_head"], h_k: Float[Tensor, "words d_head"], k: int, threads: int
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The candidates (:func:`_candidates`) of each query head, ``(heads, d_head, K)`` each,
+    and of the key head, ``(d_head, K)`` each, and the heads' dimension energies ``(heads,
+    d_head)``. The query heads' columns are read side by side (one wide matrix: fewer, longer
+    rows); the sides [key, query heads] are cut into ``threads`` runs of whole heads."""
+    n, heads, d = h_q.shape
+    wide = h_q.reshape(n, heads * d)  # a view when the heads' columns are adjacent
+    cuts = np.linspace(0, heads + 1, min(threads, heads + 1) + 1).round().astype(int).tolist()
+
+    def run(lo: int, hi: int) -> list:  # sides lo..hi-1; side 0 is the key head
+        parts = [h_k] if lo == 0 else []
+        if hi > 1:
+            parts.append(wide[:, (max(lo, 1) - 1) * d : (hi - 1) * d])
+        return [_candidates(part, k) for part in parts]
+
+    found = [c for part in _in_threads([lambda lo=lo, hi=hi: run(lo, hi) for lo, hi in zip(cuts, cuts[1:])], threads)
+             for c in part]
+    idx, values, sums = (np.concatenate([c[i] for c in found]) for i in range(3))  # sides in order, key first
+    return (idx[d:].reshape(heads, d, -1), values[d:].reshape(heads, d, -1), (idx[:d], values[:d]),
+            sums[d:].reshape(heads, d) + sums[:d])
+
+
+def qk_dim_pairs_group(
+    h_q: Float[Tensor, "words heads d_head"],
+    h_k: Float[Tensor, "words d_head"],
+    unit: Float[Tensor, "words dim"],
+    thresholds: Float[Tensor, "words"],
+    top_k: int = 100,
+    threads: int | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """:func:`qk_dim_pairs` of several query heads that read the same key head (grouped-query
+    attention), sharing the key side's work: its top-k and energy once, and per dimension
+    one gather of its candidate rows and one product against all heads' query candidates.
+    Returns one dict per query head, each equal to ``qk_dim_pairs(h_q[:, g], h_k, ...)``.
+
+    >>> hq = torch.tensor([[[2.0], [0.1]], [[1.0], [1.0]], [[0.1], [2.0]]])   # (3 words, 2 heads, 1)
+    >>> hk = torch.tensor([[0.1], [1.0], [2.0]])
+    >>> unit = torch.eye(3); unit[2] = unit[0]                 # words 0 and 2 related
+    >>> [out["a"].tolist() for out in qk_dim_pairs_group(hq, hk, unit, torch.zeros(3), top_k=2)]
+    [[0], []]
+    """
+    h_q, h_k = h_q.detach().float(), h_k.detach().float()
+    k = min(top_k, h_q.shape[0])
+    threads = torch.get_num_threads() if threads is None else threads
+    if unit.dtype != torch.float16:
+        unit = unit.float().contiguous()
+    with single_thread():
+        q_idx, q_val, kk, energy = _top_k_phase(h_q, h_k, k, threads)
+        thr32 = _f32_below(thresholds.double().numpy())
+        return _group_pairs((q_idx, q_val), kk, energy, unit.contiguous(), thr32, h_q.shape[0], threads)
 
 
 def qk_dim_pairs(
@@ -252,13 +372,15 @@ def qk_dim_pairs(
     sign checks on the kept pairs, and one integer sort.
 
     ``unit``: the words' similarity vectors from :func:`mechit.similarity.unit_rows` (their dot
-    products are exact cosines); ``thresholds``: each word's relatedness threshold
+    products are exact cosines; an exact float16 copy, ``unit.half()``, gathers faster);
+    ``thresholds``: each word's relatedness threshold
     (:func:`mechit.similarity.word_thresholds`). Returns equal-length arrays ``dim, dim_rank,
     rank, a, b, score, similarity`` (``a``/``b`` are word indices) ordered by dim_rank, then rank
     (similarity descending, ties in top-k order), and ``knowledge`` (the pair is kept in more
     than one dimension). Equals :func:`qk_dim_pairs_reference`. ``threads`` (default
     ``torch.get_num_threads()``) Python threads share the work: the two sides' top-k, then
     runs of dimensions; each runs torch on one thread, and the result does not depend on them.
+    Several query heads sharing a key head: :func:`qk_dim_pairs_group`.
 
     >>> hq = torch.tensor([[2.0], [1.0], [0.1]]); hk = torch.tensor([[0.1], [1.0], [2.0]])
     >>> unit = torch.eye(3); unit[2] = unit[0]                 # words 0 and 2 related
@@ -266,15 +388,7 @@ def qk_dim_pairs(
     >>> out["a"].tolist(), out["b"].tolist()
     ([0], [2])
     """
-    h_q, h_k = h_q.detach().float(), h_k.detach().float()
-    k = min(top_k, h_q.shape[0])
-    threads = torch.get_num_threads() if threads is None else threads
-    with single_thread():
-        (order, q), (kk, thr32) = _in_threads([
-            lambda: (energy_order(h_q, h_k).numpy(), _candidates(h_q, k)),
-            lambda: (_candidates(h_k, k), _f32_below(thresholds.double().numpy())),
-        ], threads)
-        return _dim_pairs(order, q, kk, unit.float().contiguous(), thr32, h_q.shape[0], threads)
+    return qk_dim_pairs_group(h_q[:, None], h_k, unit, thresholds, top_k, threads)[0]
 
 
 def qk_dim_pairs_reference(
@@ -488,6 +602,19 @@ def _whole(values: Tensor, rows: Tensor, cols: Tensor) -> dict:
     return {"rank": np.arange(len(values)), "a": rows.numpy(), "b": cols.numpy(), "score": values.numpy()}
 
 
+def compact_rows(unit: Float[Tensor, "words dim"]) -> Tensor:
+    """``unit`` as float16 when that is exact (rows from :func:`mechit.similarity.unit_rows`:
+    multiples of 2^-11 in [-1, 1] are float16 numbers), else float32: half the bytes for
+    :func:`qk_dim_pairs` to gather, the same similarities.
+
+    >>> compact_rows(torch.tensor([[0.5, 2.0**-11]])).dtype, compact_rows(torch.tensor([[0.1]])).dtype
+    (torch.float16, torch.float32)
+    """
+    unit = unit.float().contiguous()
+    half = unit.half()
+    return half if torch.equal(half.float(), unit) else unit
+
+
 def head_projections(
     vectors: Float[Tensor, "words d_model"], w: Float[Tensor, "heads d_model d_head"]
 ) -> Float[Tensor, "words heads d_head"]:
@@ -521,8 +648,9 @@ def head_pairs(
     iterable; default all), ``top_k`` (K words per dimension and side for qk-dims, pairs per
     head for qk/ov), ``similarity`` (qk-dims only: a :mod:`mechit.similarity` spec or source;
     default "minilm" if installed, else "embedding"), ``n_frequent`` (the first n words of the list set the thresholds).
-    qk-dims shares each head's work among ``torch.get_num_threads()`` Python threads
-    (:func:`qk_dim_pairs`); the pairs do not depend on the thread count.
+    qk-dims takes the query heads that read one KV head together (:func:`qk_dim_pairs_group`:
+    the key side's work once) and shares the work among ``torch.get_num_threads()`` Python
+    threads; the pairs do not depend on the thread count.
 
     >>> pairs = head_pairs(model, ["translate", "French", "cat", "dog"], layers=0, top_k=2)  # doctest: +SKIP
     """
@@ -551,10 +679,11 @@ def head_pairs(
     bar = tqdm(total=len(layer_list) * len(head_list), desc=f"head pairs ({method})", unit="head",
                disable=not progress)
     kv_heads = {head: models.kv_head(model, head) for head in head_list}
+    groups: dict[int, list[int]] = {}  # KV head -> slots of the query heads reading it
+    for slot, head in enumerate(head_list):
+        groups.setdefault(kv_heads[head], []).append(slot)
     if method == "qk-dims":
-        k, threads = min(top_k, len(kept)), torch.get_num_threads()  # Python threads share each head's work
-        thr32 = _f32_below(thresholds.double().numpy())
-        unit = unit.float().contiguous()
+        unit = compact_rows(unit)
     with torch.no_grad():
         for layer in layer_list:
             if method == "ov":
@@ -564,29 +693,28 @@ def head_pairs(
                 w_a, w_b = models.qk_weights(model, layer)  # K repeated per query head
                 h_a = head_projections(vectors, w_a[head_list])  # (words, heads, d_head)
                 # one key projection per KV head (GQA): query heads sharing it reuse it
-                first = {kv: head for head, kv in reversed(kv_heads.items())}
-                h_b = dict(zip(first, head_projections(vectors, w_b[list(first.values())]).unbind(1)))
-            if method == "qk-dims":
-                with single_thread():  # key candidates once per KV head
-                    tasks = [lambda h=h: _candidates(h, k) for h in h_b.values()]
-                    key_side = dict(zip(h_b, _in_threads(tasks, threads)))
+                first = [head_list[slots[0]] for slots in groups.values()]
+                h_b = dict(zip(groups, head_projections(vectors, w_b[first]).unbind(1)))
+            outs = {}
+            if method == "qk-dims":  # the query heads of one KV head together (their key side once)
+                for kv, slots in groups.items():
+                    adjacent = slots == list(range(slots[0], slots[-1] + 1))  # a view, not a copy
+                    h_group = h_a[:, slots[0] : slots[-1] + 1] if adjacent else h_a[:, slots]
+                    found = qk_dim_pairs_group(h_group, h_b[kv], unit, thresholds, top_k)
+                    outs.update(zip(slots, found))
+                    bar.update(len(slots))
             for slot, head in enumerate(head_list):
                 h = h_a[:, slot]  # (words, d_head), a strided view
-                if method == "qk-dims":
-                    kv = kv_heads[head]
-                    with single_thread():
-                        order, q = _in_threads([lambda h=h, kv=kv: energy_order(h, h_b[kv]).numpy(),
-                                                lambda h=h: _candidates(h, k)], threads)
-                        out = _dim_pairs(order, q, key_side[kv], unit, thr32, len(kept), threads)
-                elif method == "qk":
-                    out = _whole(*qk_pairs(h, h_b[kv_heads[head]], top_k))
-                else:
-                    out = _whole(*ov_pairs(h, w_o[head], w_u, top_k))
+                if method == "qk":
+                    outs[slot] = _whole(*qk_pairs(h, h_b[kv_heads[head]], top_k))
+                elif method == "ov":
+                    out = outs[slot] = _whole(*ov_pairs(h, w_o[head], w_u, top_k))
                     tokens = out["b"].tolist()
                     out["b"] = np.arange(len(token_names), len(token_names) + len(tokens))
                     token_names += [model.tokenizer.decode([i]) for i in tokens]
-                parts.append((layer, head, out))
-                bar.update()
+                if method != "qk-dims":
+                    bar.update()
+                parts.append((layer, head, outs[slot]))
     bar.close()
     result = _frame(method, parts, categories, token_names if method == "ov" else None)
     result.attrs.update(method=method, n_words=len(kept), top_k=top_k,

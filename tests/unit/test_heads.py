@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from mechit.errors import InputError
+from mechit import heads
 from mechit.heads import (
-    _candidates, blockwise_topk, energy_order, head_knowledge, head_pairs, qk_dim_pairs, qk_dim_pairs_reference,
+    _candidates, blockwise_topk, compact_rows, energy_order, head_knowledge, head_pairs, head_projections,
+    qk_dim_pairs, qk_dim_pairs_group, qk_dim_pairs_reference,
 )
 from mechit.similarity import unit_rows, word_thresholds
 
@@ -49,7 +51,7 @@ def _tied_head(seed, n, dh=6):
 @pytest.mark.parametrize("n, k", [(3000, 100), (500, 100), (90, 40), (7, 7), (50, 1)])
 def test_candidates_equal_torch_topk_with_ties(n, k):
     for h in _tied_head(n, n):
-        idx, values = _candidates(h, k)
+        idx, values, _ = _candidates(h, k)
         for r in range(h.shape[1]):  # same words, same order, ties included
             assert idx[r].tolist() == torch.topk(h[:, r].abs(), k).indices.tolist()
             assert np.array_equal(values[r], h[idx[r], r].numpy())
@@ -58,7 +60,7 @@ def test_candidates_equal_torch_topk_with_ties(n, k):
 def test_candidates_with_nan_follow_torch_topk():
     h = torch.randn(1000, 4, generator=torch.Generator().manual_seed(0))
     h[[5, 700], 1] = float("nan")
-    idx, _ = _candidates(h, 50)
+    idx, _, _ = _candidates(h, 50)
     for r in range(4):
         assert idx[r].tolist() == torch.topk(h[:, r].abs(), 50).indices.tolist()
 
@@ -89,6 +91,64 @@ def test_pairs_obey_the_paper_constraints():
         assert set(out["a"][rows]) <= set(h_q[:, dim].abs().topk(40).indices.tolist())
         assert set(out["b"][rows]) <= set(h_k[:, dim].abs().topk(40).indices.tolist())
         assert (np.diff(out["similarity"][rows]) <= 0).all()
+
+
+def _group(seed, n=500, d=24, dh=8, heads=3):
+    """Query heads sharing one key head (GQA), their H_q side by side as head_pairs passes them."""
+    g = torch.Generator().manual_seed(seed)
+    vectors = torch.randn(n, d, generator=g)
+    h_q = head_projections(vectors, torch.randn(heads, d, dh, generator=g))  # (n, heads, dh)
+    h_k = vectors @ torch.randn(d, dh, generator=g)
+    unit = unit_rows(vectors[:, :12] + 0.5 * torch.randn(n, 12, generator=g))
+    return h_q, h_k, unit, word_thresholds(unit, n_frequent=300)
+
+
+@pytest.mark.parametrize("seed, threads", [(0, 1), (1, 2), (2, 3)])
+def test_group_equals_loop_reference_per_head(seed, threads):
+    h_q, h_k, unit, thr = _group(seed)
+    found = qk_dim_pairs_group(h_q, h_k, compact_rows(unit), thr, top_k=40, threads=threads)
+    assert len(found) == 3
+    for slot, fast in enumerate(found):
+        slow = qk_dim_pairs_reference(h_q[:, slot], h_k, unit, thr, top_k=40)
+        assert len(slow["a"]) > 20 and slow["knowledge"].any()  # not vacuous
+        for key in slow:
+            np.testing.assert_array_equal(fast[key], slow[key], err_msg=f"head {slot} {key}")
+
+
+def test_group_with_ties_and_lexsort_order_equals_reference(monkeypatch):
+    """Tied |H| and similarities, and the ordering by np.lexsort used when the packed sort
+    key would not fit its bits (forced here by lowering the limit)."""
+    h_k, _ = _tied_head(5, 600)
+    h_q = torch.stack(_tied_head(6, 600) + _tied_head(7, 600)[:1], 1)  # (600, 3, 6)
+    unit = unit_rows(torch.randn(600, 8, generator=torch.Generator().manual_seed(5)))
+    unit[300:] = unit[:300]
+    thr = word_thresholds(unit, n_frequent=300) - 0.3
+    packed = qk_dim_pairs_group(h_q, h_k, unit, thr, top_k=60)
+    monkeypatch.setattr(heads, "_KEY_BITS", 40)
+    for slot, fast in enumerate(qk_dim_pairs_group(h_q, h_k, unit, thr, top_k=60)):
+        slow = qk_dim_pairs_reference(h_q[:, slot], h_k, unit, thr, top_k=60)
+        assert len(slow["a"]) > 100
+        for key in slow:
+            np.testing.assert_array_equal(fast[key], slow[key], err_msg=f"head {slot} {key}")
+            np.testing.assert_array_equal(packed[slot][key], slow[key], err_msg=f"head {slot} {key}")
+
+
+@pytest.mark.parametrize("d", [1, 2, 64, 192])
+def test_candidates_square_sums_have_energy_order_bits(d):
+    h = torch.randn(3001, 2 * d, generator=torch.Generator().manual_seed(d)) * torch.logspace(-2, 2, 2 * d)
+    for x in (h[:, :d].contiguous(), h[:, d:]):  # contiguous and a strided view
+        assert np.array_equal(_candidates(x, 50)[2], np.square(x.numpy()).sum(0))
+
+
+def test_compact_rows_is_exact_float16_on_the_grid():
+    unit = unit_rows(torch.randn(200, 16, generator=torch.Generator().manual_seed(0)))
+    half = compact_rows(unit)
+    assert half.dtype == torch.float16 and torch.equal(half.float(), unit)
+    assert compact_rows(unit + 1e-4).dtype == torch.float32  # off the grid: kept as float32
+    h_q, h_k, unit, thr = _random_head(4)
+    fast, slow = qk_dim_pairs(h_q, h_k, compact_rows(unit), thr, top_k=40), qk_dim_pairs(h_q, h_k, unit, thr, top_k=40)
+    for key in slow:
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
 
 
 def test_energy_order_ranks_dimensions_by_sum_of_squares():
@@ -197,6 +257,15 @@ def test_qk_dims_finds_the_designed_pairs_with_gqa(designed):
     assert pairs["score"].tolist() == [9.0, 4.0, 1.0, 9.0]
     assert pairs["similarity"].tolist() == [1.0] * 4
     assert set(pairs["method"]) == {"qk-dims"} and pairs.attrs["n_words"] == 40
+
+
+def test_qk_dims_heads_of_one_kv_head_apart_keep_the_requested_order(designed):
+    """Heads 0 and 1 read KV head 0 but are not adjacent in the request: they are taken as
+    one group (a copy of their columns), and the rows follow the requested head order."""
+    model, words = designed
+    pairs = head_pairs(model, words, layers=0, heads=[0, 3, 1], similarity=GroupSimilarity(), progress=False)
+    assert pairs[["head", "dim", "word_a", "word_b"]].values.tolist() == [
+        [3, 3, "write", "story"], [1, 3, "cat", "dog"], [1, 5, "cat", "dog"], [1, 7, "translate", "french"]]
 
 
 def test_qk_whole_matrix_ranks_the_designed_pair_first(designed):
