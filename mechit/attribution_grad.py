@@ -52,8 +52,8 @@ Method = Literal["auto", "reverse", "forward"]
 
 # Bytes for one chunk of batched products beyond what the forward pass keeps and, in the
 # block-by-block reverse path, the cotangents carried through the blocks (:func:`block_plan`).
-# 128 MiB: for SmolLM2-135M with 233 tokens, all 32 cotangents in one group (69 MB) and
-# 3 products at a time; the benchmark's peak RSS is then about 1.4 GB, model and
+# 128 MiB: for SmolLM2-135M with 233 tokens, all 32 cotangents in one group (34 MB) and
+# 4 products at a time; the benchmark's peak RSS is then about 1.4 GB, model and
 # libraries included (docs/benchmarks.md).
 DEFAULT_MEMORY_BUDGET = 128 * 2**20
 
