@@ -61,7 +61,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mechit import models
+    from mechit import models, weight_views
     from mechit.heads import (
         compact_rows, head_pairs, qk_dim_pairs, qk_dim_pairs_group, qk_dim_pairs_reference, words_and_vectors)
     from mechit.similarity import get_similarity, unit_rows, word_thresholds
@@ -85,7 +85,7 @@ def main() -> None:
     unit = unit_rows(get_similarity(args.similarity, model).vectors(words))
     thresholds = word_thresholds(unit)
     unit16 = compact_rows(unit)
-    n_kv = models.n_kv_heads(model)
+    n_kv = weight_views.n_kv_heads(model)
     spread = np.linspace(0, model.cfg.n_layers * n_kv - 1, args.ref_groups).round().astype(int)
 
     def best(call):  # (seconds, result) of the fastest of --repeats calls
@@ -101,8 +101,8 @@ def main() -> None:
     identical = True
     for flat in spread.tolist():
         layer, kv = divmod(flat, n_kv)
-        group = [h for h in range(model.cfg.n_heads) if models.kv_head(model, h) == kv]
-        w_q, w_k = models.qk_weights(model, layer)
+        group = [h for h in range(model.cfg.n_heads) if weight_views.kv_head(model, h) == kv]
+        w_q, w_k = weight_views.qk_weights(model, layer)
         with single_thread():  # a 2-thread product leaves an OpenMP thread spinning into the timed call
             h_q = torch.stack([vectors @ w_q[head] for head in group], 1)  # (words, heads, d_head)
             h_k = vectors @ w_k[group[0]]

@@ -49,7 +49,7 @@ def main() -> None:
 
     import mechit
     from mechit.labels import label_concepts, label_proportions, label_table
-    from mechit.models import mlp_out_weights
+    from mechit.weight_views import mlp_out_weights
     from mechit.viz.ffn import plot_label_proportions, plot_neuron_cosines, plot_principal_angles, save_figure
 
     t0 = time.perf_counter()

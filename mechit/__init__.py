@@ -23,7 +23,7 @@ _EXPORTS = {
     "IncompatiblePairError": "mechit.errors",
     "InputError": "mechit.errors",
     "load_model": "mechit.models", "load_pair": "mechit.models", "ModelPair": "mechit.models",
-    "check_pair": "mechit.models", "describe": "mechit.models",
+    "check_pair": "mechit.models", "describe": "mechit.weight_views",
     "encode": "mechit.tokens", "Encoded": "mechit.tokens", "span_mask": "mechit.tokens",
     "group_words": "mechit.tokens", "word_vectors": "mechit.tokens", "WordVectors": "mechit.tokens",
     "INSTRUCTION_VERBS": "mechit.wordlists", "general_verbs": "mechit.wordlists",

@@ -445,7 +445,7 @@ def _build_summary(
     for name in ("base", "tuned"):
         model = getattr(pair, name)
         try:
-            from mechit.models import describe
+            from mechit.weight_views import describe
 
             info = describe(model)
         except Exception:  # describe is informative only

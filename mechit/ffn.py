@@ -13,7 +13,7 @@ the MLP writes into the residual stream):
 The maths lives in pure tensor functions (:func:`principal_components`,
 :func:`concept_words`, :func:`top_tokens`), the model-reading wrappers
 (:func:`neuron_tokens`, :func:`ffn_concepts`) only fetch weights through
-:mod:`mechit.models` and :mod:`mechit.tokens`.
+:mod:`mechit.weight_views` and :mod:`mechit.tokens`.
 
 >>> import mechit                                             # doctest: +SKIP
 >>> model = mechit.load_model("organism-tuned")               # doctest: +SKIP
@@ -296,7 +296,7 @@ def resolve_layers(model: Any, layers: int | Iterable[int] | None) -> list[int]:
 
 
 def _neuron_tokens_one(model: Any, layers: list[int], neurons: Sequence[int] | None, k: int) -> pd.DataFrame:
-    from mechit.models import mlp_out_weights, unembedding
+    from mechit.weight_views import mlp_out_weights, unembedding
 
     w_u = unembedding(model)
     vocab = vocab_strings(model.tokenizer)
@@ -425,7 +425,7 @@ def ffn_concepts(
 
     >>> mechit.ffn_concepts(model, [0, 1], n_components=20, top_k=10)   # doctest: +SKIP
     """
-    from mechit.models import mlp_out_weights
+    from mechit.weight_views import mlp_out_weights
 
     layer_list = resolve_layers(model, layers)
     kept, unit = unit_word_vectors(model, words)

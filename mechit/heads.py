@@ -656,7 +656,7 @@ def head_pairs(
     """
     from tqdm.auto import tqdm
 
-    from mechit import models
+    from mechit import weight_views
     from mechit.similarity import EmbeddingSimilarity, get_similarity, unit_rows, word_thresholds
 
     if method not in METHODS:
@@ -674,11 +674,11 @@ def head_pairs(
         unit = unit_rows(vectors if same_vectors else source.vectors(kept))
         thresholds = word_thresholds(unit, n_frequent=n_frequent)
     if method == "ov":
-        w_u = models.unembedding(model)
+        w_u = weight_views.unembedding(model)
     parts, token_names = [], []
     bar = tqdm(total=len(layer_list) * len(head_list), desc=f"head pairs ({method})", unit="head",
                disable=not progress)
-    kv_heads = {head: models.kv_head(model, head) for head in head_list}
+    kv_heads = {head: weight_views.kv_head(model, head) for head in head_list}
     groups: dict[int, list[int]] = {}  # KV head -> slots of the query heads reading it
     for slot, head in enumerate(head_list):
         groups.setdefault(kv_heads[head], []).append(slot)
@@ -687,10 +687,10 @@ def head_pairs(
     with torch.no_grad():
         for layer in layer_list:
             if method == "ov":
-                w_a, w_o = models.ov_weights(model, layer)  # (H, d, dh), (H, dh, d)
+                w_a, w_o = weight_views.ov_weights(model, layer)  # (H, d, dh), (H, dh, d)
                 h_a = head_projections(vectors, w_a[head_list])  # (words, heads, d_head)
             else:
-                w_a, w_b = models.qk_weights(model, layer)  # K repeated per query head
+                w_a, w_b = weight_views.qk_weights(model, layer)  # K repeated per query head
                 h_a = head_projections(vectors, w_a[head_list])  # (words, heads, d_head)
                 # one key projection per KV head (GQA): query heads sharing it reuse it
                 first = [head_list[slots[0]] for slots in groups.values()]

@@ -1,27 +1,26 @@
-"""Load models, check pairs, and read architecture facts and folded weight views.
+"""Load models and check pairs; the table of model families.
 
-This module is the only place in mechit that knows model families. Everything an
-analysis needs about an architecture (norm kind, Gemma's ``1 + w`` norm scale and
-√d_model embedding scale, GQA head sharing, sandwich norms, which GGUF architectures
-load) is a row of :data:`FAMILIES` and is reached through the functions below.
+This module and :mod:`mechit.weight_views` are the only places in mechit that know model
+families. Everything an analysis needs about an architecture (norm kind, Gemma's ``1 + w``
+norm scale and √d_model embedding scale, GQA head sharing, sandwich norms, which GGUF
+architectures load) is a row of :data:`FAMILIES`, reached through :func:`family` and the
+weight views.
 
 Loaded models keep their **raw** weights: the forward pass gives the real model's
 logits (what attribution needs). Analyses that read weights ask for *folded views*
-(:func:`qk_weights`, :func:`ov_weights`, :func:`mlp_in_weights`, :func:`unembedding`),
-computed on demand as detached fp32 tensors; the model is never modified.
-TransformerLens' in-place compatibility mode is never used. See docs/loading.md.
+(:mod:`mechit.weight_views`: ``qk_weights``, ``ov_weights``, ``mlp_in_weights``,
+``unembedding``), computed on demand as detached fp32 tensors; the model is never
+modified. TransformerLens' in-place compatibility mode is never used. See docs/loading.md.
 
 >>> model = load_model("tests/tiny-llama")                     # doctest: +SKIP
->>> W_Q, W_K = qk_weights(model, layer=0)                     # doctest: +SKIP
->>> W_Q.shape                                                 # doctest: +SKIP
-torch.Size([4, 64, 16])
+>>> model.cfg.n_layers                                        # doctest: +SKIP
+2
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import re
 import socket
@@ -37,8 +36,6 @@ from mechit.memory import release_free_memory
 
 if TYPE_CHECKING:
     import torch
-    from jaxtyping import Float
-    from torch import Tensor
     from transformer_lens.model_bridge import TransformerBridge
 
 ORGANISM_SPECS = ("organism-base", "organism-tuned")
@@ -203,7 +200,7 @@ def load_model(
 
     Returns:
         The bridge; its forward pass equals the Hugging Face model's logits. Never in
-        compatibility mode: read folded weights through :func:`qk_weights` etc.
+        compatibility mode: read folded weights through :mod:`mechit.weight_views`.
 
     Raises:
         SpecError: the spec cannot be resolved, the hub is unreachable and the model is
@@ -490,6 +487,8 @@ def check_pair(a: "TransformerBridge", b: "TransformerBridge") -> None:
 
     >>> check_pair(load_model("a"), load_model("b"))         # doctest: +SKIP
     """
+    from mechit.weight_views import n_kv_heads, qk_weights
+
     arch_a, arch_b = getattr(a.cfg, "architecture", None), getattr(b.cfg, "architecture", None)
     if arch_a != arch_b:
         raise IncompatiblePairError(f"architectures differ: {arch_a} vs {arch_b}")
@@ -568,176 +567,3 @@ def _vocabulary_difference(tok_a, tok_b) -> tuple[set[str], set[str]]:
             f"{tok_a.convert_ids_to_tokens(ids_a)} vs {tok_b.convert_ids_to_tokens(ids_b)}"
         )
     return extra_a, extra_b
-
-
-# --------------------------------------------------------------------------------------
-# Architecture facts and folded weight views
-# --------------------------------------------------------------------------------------
-def n_kv_heads(model: "TransformerBridge") -> int:
-    """Number of key/value heads (= n_heads without grouped-query attention).
-
-    >>> n_kv_heads(smollm2)                                  # doctest: +SKIP
-    3
-    """
-    return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
-
-
-def kv_head(model: "TransformerBridge", head: int) -> int:
-    """The key/value head that query head ``head`` reads (GQA: head // (H / H_kv)).
-
-    >>> kv_head(model_with_4_heads_2_kv, 3)                  # doctest: +SKIP
-    1
-    """
-    return head // (model.cfg.n_heads // n_kv_heads(model))
-
-
-def embed_scale(model: "TransformerBridge") -> float:
-    """Factor between ``W_E[token]`` and the embedding output (``hook_embed``).
-
-    Gemma: sqrt(d_model); others 1.0.
-
-    >>> embed_scale(gemma_model) == gemma_model.cfg.d_model ** 0.5   # doctest: +SKIP
-    True
-    """
-    return math.sqrt(model.cfg.d_model) if family(model).sqrt_d_model_embed else 1.0
-
-
-def _folded(model) -> bool:
-    return bool(getattr(model.cfg, "layer_norm_folding", False))
-
-
-def _scale(model, module) -> "Float[Tensor, 'd']":
-    """Effective multiplicative scale of a norm module (offset + weight), fp32, detached."""
-    weight = module.original_component.weight.detach().float()
-    if _folded(model):  # compatibility mode already folded it into the next weights
-        import torch
-
-        return torch.ones_like(weight)
-    return family(model).norm_offset + weight
-
-
-def _block(model, layer: int):
-    if not 0 <= layer < model.cfg.n_layers:
-        from mechit.errors import InputError
-
-        raise InputError(f"layer {layer} out of range: the model has {model.cfg.n_layers} layers")
-    return model.blocks[layer]
-
-
-def _repeat_kv(model, weight: "Float[Tensor, 'Hkv d dh']") -> "Float[Tensor, 'H d dh']":
-    return weight.repeat_interleave(model.cfg.n_heads // weight.shape[0], dim=0)
-
-
-def qk_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, 'H d dh'], Float[Tensor, 'H d dh']]":
-    """Query and key weights of ``layer`` per query head, input norm scale folded in.
-
-    W_Q[h] = diag(s_ln1) @ W_Q_raw[h] (rows scaled); W_K likewise, with the KV head of a
-    query head repeated (GQA). Families with per-head QK norms also get that norm's scale
-    folded into the columns. Biases, LayerNorm centring and rotary embeddings are not
-    part of the view.
-
-    >>> W_Q, W_K = qk_weights(model, 0); W_Q.shape == W_K.shape   # doctest: +SKIP
-    True
-    """
-    block = _block(model, layer)
-    scale = _scale(model, block.ln1)[None, :, None]
-    w_q = block.attn.W_Q.detach().float() * scale
-    w_k = _repeat_kv(model, block.attn.W_K.detach().float()) * scale
-    if family(model).qk_norm:
-        w_q = w_q * _scale(model, block.attn.q_norm)[None, None, :]
-        w_k = w_k * _scale(model, block.attn.k_norm)[None, None, :]
-    return w_q, w_k
-
-
-def ov_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, 'H d dh'], Float[Tensor, 'H dh d']]":
-    """Value and output weights of ``layer`` per query head.
-
-    W_V has the input norm scale folded into its rows and the KV head repeated per query
-    head; W_O is raw, except in families with a post-attention norm (Gemma 2/3), whose
-    scale is folded into its columns.
-
-    >>> W_V, W_O = ov_weights(model, 0)                      # doctest: +SKIP
-    """
-    block = _block(model, layer)
-    w_v = _repeat_kv(model, block.attn.W_V.detach().float()) * _scale(model, block.ln1)[None, :, None]
-    w_o = block.attn.W_O.detach().float().clone()
-    if family(model).post_norms:
-        w_o = w_o * _scale(model, block.ln1_post)[None, None, :]
-    return w_v, w_o
-
-
-def mlp_in_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, 'd d_mlp'], Float[Tensor, 'd d_mlp'] | None]":
-    """MLP input (and gate, None without a gated MLP) weights, pre-MLP norm scale folded in.
-
-    >>> W_in, W_gate = mlp_in_weights(model, 0)              # doctest: +SKIP
-    """
-    block = _block(model, layer)
-    scale = _scale(model, block.ln2)[:, None]
-    w_in = block.mlp.W_in.detach().float() * scale
-    w_gate = getattr(block.mlp, "W_gate", None) if getattr(model.cfg, "gated_mlp", False) else None
-    return w_in, (None if w_gate is None else w_gate.detach().float() * scale)
-
-
-def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd_mlp d']":
-    """MLP output weights, one row per neuron (the vector it writes).
-
-    Raw, except in families with a post-MLP norm (Gemma 2/3), whose scale is folded into
-    the columns.
-
-    >>> mlp_out_weights(model, 0).shape                      # doctest: +SKIP
-    torch.Size([128, 64])
-    """
-    block = _block(model, layer)
-    w_out = block.mlp.W_out.detach().float().clone()
-    if family(model).post_norms:
-        w_out = w_out * _scale(model, block.ln2_post)[None, :]
-    return w_out
-
-
-def input_embedding(model: "TransformerBridge") -> "Float[Tensor, 'vocab d']":
-    """Raw input embedding rows ``W_E`` (without :func:`embed_scale`).
-
-    >>> input_embedding(model).shape[0] == model.cfg.d_vocab  # doctest: +SKIP
-    True
-    """
-    return model.W_E.detach().float().clone()
-
-
-def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
-    """Unembedding ``W_U`` with the final norm scale folded into its rows (not centred).
-
-    >>> unembedding(model).shape[1] == model.cfg.d_vocab     # doctest: +SKIP
-    True
-    """
-    return model.W_U.detach().float() * _scale(model, model.ln_final)[:, None]
-
-
-def describe(model: "TransformerBridge") -> dict:
-    """Architecture summary of a loaded model (what ``mechit info`` prints).
-
-    >>> describe(model)["layers"]                            # doctest: +SKIP
-    30
-    """
-    cfg = model.cfg
-    fam = family(model)
-    norm = fam.norm + (" (1 + w)" if fam.norm_offset else "")
-    return {
-        "spec": getattr(model, "mechit_spec", getattr(cfg, "model_name", "")),
-        "architecture": getattr(cfg, "architecture", None),
-        "family": fam.name,
-        "layers": cfg.n_layers,
-        "heads": cfg.n_heads,
-        "kv_heads": n_kv_heads(model),
-        "d_model": cfg.d_model,
-        "d_head": cfg.d_head,
-        "d_mlp": cfg.d_mlp,
-        "d_vocab": cfg.d_vocab,
-        "gated_mlp": bool(getattr(cfg, "gated_mlp", False)),
-        "norm": norm,
-        "post_norms": fam.post_norms,
-        "qk_norm": fam.qk_norm,
-        "embed_scale": embed_scale(model),
-        "positional": getattr(cfg, "positional_embedding_type", None),
-        "parameters": sum(p.numel() for p in model.original_model.parameters()),
-        "folded": _folded(model),
-    }

@@ -260,7 +260,7 @@ def ffn_rotation(
     >>> rot = mechit.ffn_rotation(pair, [0, 1], k=10)   # doctest: +SKIP
     >>> rot.summary[["layer", "max_angle_deg", "median_cos_out"]]   # doctest: +SKIP
     """
-    from mechit.models import mlp_in_weights, mlp_out_weights, unembedding
+    from mechit.weight_views import mlp_in_weights, mlp_out_weights, unembedding
 
     base, tuned = pair_models(pair)
     check_same_mlp(base, tuned)

@@ -361,8 +361,8 @@ def word_vectors(model, words: Sequence[str], *, side: str = "input") -> WordVec
     Args:
         model: a loaded TransformerBridge.
         words: the word list (validated: non-empty strings).
-        side: "input" -> rows of :func:`mechit.models.input_embedding` (raw W_E);
-            "output" -> columns of :func:`mechit.models.unembedding` (final norm folded).
+        side: "input" -> rows of :func:`mechit.weight_views.input_embedding` (raw W_E);
+            "output" -> columns of :func:`mechit.weight_views.unembedding` (final norm folded).
 
     >>> wv = word_vectors(model, ["cat", "dog"])                     # doctest: +SKIP
     >>> wv.vectors.shape                                             # doctest: +SKIP
@@ -370,7 +370,7 @@ def word_vectors(model, words: Sequence[str], *, side: str = "input") -> WordVec
     """
     import torch
 
-    from mechit import models
+    from mechit import weight_views
 
     if side not in ("input", "output"):
         raise InputError(f"side must be 'input' or 'output', not {side!r}")
@@ -381,7 +381,7 @@ def word_vectors(model, words: Sequence[str], *, side: str = "input") -> WordVec
             f"dropped (first: {dropped[:5]})",
             stacklevel=2,
         )
-    table = models.input_embedding(model) if side == "input" else models.unembedding(model).T
+    table = weight_views.input_embedding(model) if side == "input" else weight_views.unembedding(model).T
     if not kept:
         return WordVectors([], table.new_zeros((0, table.shape[1])), dropped, [])
     flat = torch.tensor([i for ids in ids_list for i in ids], dtype=torch.long)

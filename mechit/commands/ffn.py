@@ -189,7 +189,8 @@ def run_ffn(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from mechit.ffn import neuron_tokens, resolve_layers
-    from mechit.models import load_model, mlp_out_weights
+    from mechit.models import load_model
+    from mechit.weight_views import mlp_out_weights
     from mechit.store import remove_stale_temporaries, write_json
 
     _check_args(args)

@@ -169,7 +169,7 @@ def neuron_view(model_or_pair: Any, layer: int, neurons: Sequence[int], *, k: in
     from circuitsvis.topk_tokens import topk_tokens
 
     from mechit.ffn import is_pair, neuron_tokens, pair_models, vocab_strings, word_key
-    from mechit.models import mlp_out_weights, unembedding
+    from mechit.weight_views import mlp_out_weights, unembedding
     from mechit.viz.attention_views import HTMLView
 
     models = list(zip(("base", "tuned"), pair_models(model_or_pair))) if is_pair(model_or_pair) else [("model", model_or_pair)]

@@ -17,7 +17,7 @@ def model(request):
 
 
 def test_concepts_match_numpy_on_real_weights(model):
-    from mechit.models import mlp_out_weights
+    from mechit.weight_views import mlp_out_weights
 
     words = mechit.frequent_words(3000)
     frame = mechit.ffn_concepts(model, [0, -1], n_components=20, top_k=10, words=words, progress=False)
@@ -34,7 +34,7 @@ def test_concepts_match_numpy_on_real_weights(model):
 
 
 def test_neuron_tokens_and_self_rotation(model):
-    from mechit.models import mlp_out_weights, unembedding
+    from mechit.weight_views import mlp_out_weights, unembedding
 
     table = mechit.neuron_tokens(model, 3, [0, 1], k=5)
     logits = mlp_out_weights(model, 3)[0] @ unembedding(model)

@@ -11,20 +11,16 @@ import torch
 
 from mechit import models
 from mechit.errors import IncompatiblePairError, InputError, SpecError
-from mechit.models import (
-    ExtraSpecialTokensWarning,
-    check_pair,
+from mechit.models import ExtraSpecialTokensWarning, check_pair, load_model, load_pair, resolve_spec
+from mechit.weight_views import (
     describe,
     embed_scale,
     input_embedding,
     kv_head,
-    load_model,
-    load_pair,
     mlp_in_weights,
     mlp_out_weights,
     ov_weights,
     qk_weights,
-    resolve_spec,
     unembedding,
 )
 

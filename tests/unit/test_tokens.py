@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from mechit import models
+from mechit import weight_views
 from mechit.errors import InputError
 from mechit.tokens import encode, group_words, span_mask, validate_spans, word_token_ids, word_vectors
 
@@ -223,7 +223,7 @@ def test_word_vectors_by_hand(tiny_llama):
         assert tok.convert_ids_to_tokens(ids) == expected
         torch.testing.assert_close(vector, W_E[ids].mean(0))
     out = word_vectors(tiny_llama, words, side="output")
-    U = models.unembedding(tiny_llama)
+    U = weight_views.unembedding(tiny_llama)
     torch.testing.assert_close(out.vectors[2], U[:, wv.token_ids[2]].mean(1))
 
 
