@@ -136,7 +136,7 @@ def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[
             logits = model.run_with_hooks(input_ids[None], fwd_hooks=[
                 ("hook_embed", leaf), ("unembed.hook_in", at_predicting_positions)])  # (1, m, vocab)
             targets = input_ids[response_positions]
-            probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets)), targets]
+            probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets), device=targets.device), targets]
             if len(inputs) != len(blocks) or not state["chain"] or "last" not in state:
                 return None
             g, g_e = torch.autograd.grad(probs.sum(), [state["last"], state["e"]], allow_unused=True)
@@ -165,9 +165,9 @@ def block_reverse(model, primal: BlockPrimal, prompt_positions: Int[Tensor, " n"
     e_prompt = e.detach()[0, prompt_positions]  # (n, d)
     columns = []
     for first in range(0, m, group):
-        js = torch.arange(first, min(first + group, m))
-        cotangent = torch.zeros(len(js), *e.shape, dtype=primal.g.dtype)  # (c, 1, seq, d)
-        cotangent[torch.arange(len(js)), 0, primal.before[js]] = primal.g[js]
+        js = torch.arange(first, min(first + group, m), device=e.device)
+        cotangent = torch.zeros(len(js), *e.shape, dtype=primal.g.dtype, device=e.device)  # (c, 1, seq, d)
+        cotangent[torch.arange(len(js), device=e.device), 0, primal.before[js]] = primal.g[js]
         for index in reversed(range(len(blocks))):
             x, rest, kwargs = primal.inputs[index]
             x = x.detach().requires_grad_(True)

@@ -210,7 +210,7 @@ def _primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tenso
             input_ids[None], fwd_hooks=[("hook_embed", leaf), ("unembed.hook_in", keep), *trim]
         )  # (1, m, vocab)
         targets = input_ids[response_positions]
-        probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets)), targets]  # (m,)
+        probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets), device=targets.device), targets]  # (m,)
         (g,) = torch.autograd.grad(probs.sum(), seen["h_leaf"])  # (1, m, d_model); block-diagonal Jacobian
     return seen["e"], seen["h"], g[0].detach(), probs.detach()
 
@@ -220,9 +220,9 @@ def _reverse(e, h, g, prompt_positions, chunk) -> Float[Tensor, "n m"]:
     e_prompt = e.detach()[0, prompt_positions]  # (n, d)
     columns = []
     for start in range(0, m, chunk):
-        js = torch.arange(start, min(start + chunk, m))
-        seeds = torch.zeros(len(js), *h.shape, dtype=h.dtype)  # (c, 1, m, d)
-        seeds[torch.arange(len(js)), 0, js] = g[js].to(h.dtype)
+        js = torch.arange(start, min(start + chunk, m), device=h.device)
+        seeds = torch.zeros(len(js), *h.shape, dtype=h.dtype, device=h.device)  # (c, 1, m, d)
+        seeds[torch.arange(len(js), device=h.device), 0, js] = g[js].to(h.dtype)
         (grads,) = torch.autograd.grad(h, e, grad_outputs=seeds, is_grads_batched=True, retain_graph=True)
         columns.append(torch.einsum("cnd,nd->nc", grads[:, 0, prompt_positions], e_prompt))  # (n, c)
     return torch.cat(columns, dim=1)
@@ -254,10 +254,10 @@ def _forward(model, input_ids, e, g, prompt_positions, response_positions, chunk
     rows = []
     n = len(prompt_positions)
     for start in range(0, n, chunk):
-        idx = torch.arange(start, min(start + chunk, n))
+        idx = torch.arange(start, min(start + chunk, n), device=e0.device)
         pos = prompt_positions[idx]
-        tangents = torch.zeros(len(idx), *e0.shape, dtype=e0.dtype)  # (c, 1, seq, d)
-        tangents[torch.arange(len(idx)), 0, pos] = e0[0, pos]
+        tangents = torch.zeros(len(idx), *e0.shape, dtype=e0.dtype, device=e0.device)  # (c, 1, seq, d)
+        tangents[torch.arange(len(idx), device=e0.device), 0, pos] = e0[0, pos]
         with torch.no_grad():
             dh = torch.func.vmap(directional)(tangents)  # (c, 1, m, d)
         rows.append(torch.einsum("cmd,md->cm", dh[:, 0], g.to(dh.dtype)))
@@ -329,7 +329,8 @@ def gradient_x_input_loop(
     >>> raw, p = gradient_x_input_loop(model, ids, torch.arange(1, 9), torch.arange(9, 14))  # doctest: +SKIP
     """
     device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
+    input_ids, prompt_positions, response_positions = (
+        t.to(device) for t in (input_ids, prompt_positions, response_positions))
     seen = {}
 
     def leaf(t, hook):
