@@ -254,7 +254,7 @@ def attribute(
     if len(encoded.prompt_positions) == 0 or len(encoded.response_positions) == 0:
         raise InputError("field 'prompt' or 'response' tokenises to no tokens")
     raw, probs = gradient_x_input(model, encoded.input_ids, encoded.prompt_positions, encoded.response_positions,
-                                  method=method, memory_budget=memory_budget)
+                                  method=method, memory_budget=memory_budget, max_memory=max_memory)
     levels = sparsify(raw, L=L, b=b)
     density_raw = density(levels, p=p)
     density_rescaled = rescale(density_raw)

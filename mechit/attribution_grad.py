@@ -272,6 +272,7 @@ def gradient_x_input(
     *,
     method: Method = "auto",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    max_memory: int | None = None,
 ) -> tuple[Float[Tensor, "n m"], Float[Tensor, " m"]]:
     """Signed gradient × input ``A[i, j]`` of response probabilities, and the probabilities ``p_j``.
 
@@ -282,6 +283,12 @@ def gradient_x_input(
     norms still compute in float32; in float32 both differ from the float64 values by up
     to ~2e-4 of the largest entry on a 30-layer model). Returns CPU tensors, float64
     for a float64 model, else float32.
+
+    ``max_memory`` (bytes; :func:`mechit.attribute` checks the block-by-block figure
+    before calling) is checked again when the blocks turn out not to be a plain chain:
+    the whole graph (:func:`forward_bytes`) plus one product must fit, else
+    :class:`~mechit.errors.InputError` before that forward pass, and chunks shrink to
+    what is left.
 
     >>> raw, p = gradient_x_input(model, ids, torch.arange(1, 9), torch.arange(9, 14))  # doctest: +SKIP
     >>> raw.shape, p.shape                                                               # doctest: +SKIP
@@ -301,6 +308,8 @@ def gradient_x_input(
             chunk, group = block_plan(model, seq, m, memory_budget)
             raw, probs, e = block_reverse(model, primal, prompt_positions, chunk, group), primal.probs, primal.e
         elif chosen == "reverse":
+            if max_memory is not None:
+                chunk = chunk_size(model, seq, m, _whole_graph_room(model, seq, m, memory_budget, max_memory))
             e, h, g, probs = _primal(model, input_ids, response_positions)
             raw = _reverse(e, h, g, prompt_positions, chunk)
         else:
@@ -309,6 +318,20 @@ def gradient_x_input(
             raw = _forward(model, input_ids, e, g, prompt_positions, response_positions, chunk)
     dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
     return raw.detach().to(dtype).cpu(), probs.to(dtype).cpu()
+
+
+def _whole_graph_room(model, seq: int, m: int, memory_budget: int, max_memory: int) -> int:
+    """Bytes left for products beside the whole forward graph under ``max_memory``;
+    InputError if not even one product fits."""
+    from mechit.errors import InputError
+
+    graph, product = forward_bytes(model, seq, m), product_bytes(model, seq)
+    if graph + product > max_memory:
+        raise InputError(f"field 'prompt': prompt + response are {seq} tokens; this model's blocks are not a plain "
+                         f"chain, so the whole forward graph is kept: ~{(graph + product) / 2**20:.1f} MiB (forward "
+                         f"pass ~{graph / 2**20:.1f} MiB + one gradient product), more than --max-memory "
+                         f"{max_memory / 2**20:.1f} MiB; raise --max-memory or shorten the example")
+    return min(memory_budget, max_memory - graph)
 
 
 def gradient_x_input_loop(

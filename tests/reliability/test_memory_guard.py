@@ -212,3 +212,26 @@ def test_max_memory_shrinks_the_chunks(tiny_llama, chunks, method):
     size, chunk_budget = chunks[-1][2:4]
     assert chunk_budget == 3 * product and 1 <= size <= 3
     assert torch.allclose(small.raw, big.raw, rtol=1e-5, atol=1e-7 * float(big.raw.abs().max()))
+
+
+def test_max_memory_is_checked_again_when_the_whole_graph_is_kept(tiny_llama, monkeypatch):
+    """A model whose blocks are not a plain chain keeps the whole graph: --max-memory that
+    fits the block-by-block path but not the whole graph refuses the example before that
+    forward pass; with room for it, the values are unchanged."""
+    import mechit.attribution_grad as grad
+    from mechit import attribute
+    from mechit.errors import InputError
+
+    free = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)])
+    seq, kept, one = _needs(tiny_llama, MEDIUM_PROMPT, RESPONSE)
+    graph = grad.forward_bytes(tiny_llama, seq, len(free.response_tokens)) + grad.product_bytes(tiny_llama, seq)
+    assert kept + one < graph  # a cap between the two exists
+    monkeypatch.setattr(grad, "block_primal", lambda *a, **k: None)
+    whole_graph_forward = []
+    primal = grad._primal
+    monkeypatch.setattr(grad, "_primal", lambda *a: whole_graph_forward.append(1) or primal(*a))
+    with pytest.raises(InputError, match="not a plain chain") as refused:
+        attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, max_memory=kept + one)
+    assert f"are {seq} tokens" in str(refused.value) and not whole_graph_forward
+    fits = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], max_memory=graph)
+    assert whole_graph_forward and torch.allclose(fits.raw, free.raw, rtol=1e-5, atol=1e-7 * float(free.raw.abs().max()))
