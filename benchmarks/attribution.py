@@ -85,7 +85,8 @@ def reset_peak_rss() -> None:
         f.write("5")
 
 
-def attribution_flops(cfg, seq: int, n_response: int, recomputes: int = 1) -> dict:
+def attribution_flops(cfg, seq: int, n_response: int, recomputes: int = 1, product_rows=None,
+                      one_row_last: bool = False, attention_parts: int = 1) -> dict:
     """Matmul FLOPs of the reverse path: one forward, ``recomputes`` more of every block (the
     block-by-block path recomputes each block once per group of response tokens), then
     ``n_response`` input-gradient backwards.
@@ -95,19 +96,61 @@ def attribution_flops(cfg, seq: int, n_response: int, recomputes: int = 1) -> di
     Attention (eager, full square scores): forward QK^T and AV, 4 H dh seq^2 per layer;
     its backward needs four such products (dQ, dK, dP, dV), 8 H dh seq^2. The unembedding
     runs at the ``n_response`` predicting positions only. Elementwise work is not counted.
+
+    ``product_rows``: for each response token, the positions its backward products run
+    over (the hand-written Llama products cut them at the chunk's last predicting
+    position; default ``seq``). ``one_row_last``: the last block's products start from
+    one position (the MLP, O and Q products on one row, K and V on ``rows``; the four
+    attention products on one query row). ``attention_parts``: the backward's attention
+    products split the queries into that many parts, each over the keys up to its last
+    query (``mechit.attribution_llama.ATTENTION_PARTS``).
     """
     d, h, dh, layers = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.n_layers
     kv = getattr(cfg, "n_key_value_heads", None) or h
     d_mlp = cfg.d_mlp
     gated = 3 if getattr(cfg, "gated_mlp", True) else 2
-    params = 2 * d * h * dh + 2 * d * kv * dh + gated * d * d_mlp  # per layer
+    kv_params = 2 * d * kv * dh
+    params = 2 * d * h * dh + kv_params + gated * d * d_mlp  # per layer
     linear = 2 * seq * layers * params
     attention_fwd = 4 * layers * h * dh * seq * seq
     unembed = 2 * n_response * d * cfg.d_vocab
     forward = linear + attention_fwd + unembed
-    backward = linear + 2 * attention_fwd  # per response token, input gradient only
-    total = forward + recomputes * (linear + attention_fwd) + n_response * backward
-    return {"forward": forward, "backward_per_token": backward, "total": total}
+
+    def attention_pairs(rows: int) -> int:  # (query, key) pairs the backward's products cover
+        bounds = sorted({rows * i // attention_parts for i in range(attention_parts + 1)})
+        return sum((hi - lo) * hi for lo, hi in zip(bounds, bounds[1:]))
+
+    def backward(rows: int) -> int:  # one token, input gradient only
+        full = 2 * rows * params + 8 * h * dh * attention_pairs(rows)
+        if not one_row_last:
+            return layers * full
+        last = 2 * (params - kv_params) + 2 * rows * kv_params + 8 * h * dh * rows
+        return (layers - 1) * full + last
+
+    rows = [seq] * n_response if product_rows is None else list(product_rows)
+    total = forward + recomputes * (linear + attention_fwd) + sum(backward(r) for r in rows)
+    return {"forward": forward, "backward_per_token": backward(seq), "total": total}
+
+
+def product_rows(model, response_positions, chunk: int, group: int) -> tuple[list[int], bool, int]:
+    """The positions each response token's backward products run over, whether the last
+    block starts from one position, and the attention parts: what
+    :mod:`mechit.attribution_llama` does when every block takes its products (else every
+    product runs over the whole sequence)."""
+    from mechit.attribution_llama import ATTENTION_PARTS, llama_weights
+    from mechit.models import family
+
+    seq = int(response_positions[-1]) + 1
+    if not (family(model).hand_block_vjp and all(llama_weights(b) is not None for b in model.blocks)):
+        return [seq] * len(response_positions), False, 1
+    before = (response_positions - 1).tolist()
+    rows = []
+    for first in range(0, len(before), group):
+        last_of_group = min(first + group, len(before))
+        for start in range(first, last_of_group, chunk):
+            stop = min(start + chunk, last_of_group)
+            rows += [before[stop - 1] + 1] * (stop - start)
+    return rows, True, ATTENTION_PARTS
 
 
 def matmul_peak(m: int, k: int, n: int, repeats: int = 5) -> float:
@@ -174,7 +217,12 @@ def main() -> None:
     reset_peak_rss()
     print(f"resident before the new path: {rss_mb('VmRSS'):.0f} MB (model weights "
           f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6:.0f} MB)")
-    flops = attribution_flops(model.cfg, seq, m, recomputes=groups)["total"]
+    rows, one_row_last, parts = product_rows(model, response_positions, chunk, group) if group else (None, False, 1)
+    flops = attribution_flops(model.cfg, seq, m, recomputes=groups, product_rows=rows,
+                              one_row_last=one_row_last, attention_parts=parts)["total"]
+    if rows is not None:
+        print(f"backward products over {sum(rows) / len(rows):.1f} positions on average (of {seq})"
+              + (f"; the last block from one position; attention in {parts} query parts" if one_row_last else ""))
     t_new = t_ref = t_loop = float("inf")
     peak_rss = 0.0
     for round_ in range(1, args.repeats + 1):  # interleaved; the best of each is reported

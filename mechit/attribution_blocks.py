@@ -35,6 +35,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechit.attribution_llama import llama_pull_back
+from mechit.models import family
+
 # Keyword arguments of a block call that belong to the generation cache: dropped (and a
 # cache passed positionally replaced by None) when a block is recomputed, so recomputing
 # appends nothing to a cache.
@@ -59,6 +62,7 @@ class BlockPrimal:
     g: Float[Tensor, "m d"]
     before: Int[Tensor, " m"]
     probs: Float[Tensor, " m"]
+    last: Float[Tensor, "1 seq d"]
 
 
 def at_least_fp32(t: Tensor) -> Tensor:
@@ -146,7 +150,7 @@ def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[
     if g_e is not None:
         return None  # the unembedding sees the embeddings by a path around the blocks
     return BlockPrimal(e=state["e"], x0=state["x0"], inputs=inputs, g=g[0, before].detach(), before=before,
-                       probs=probs.detach())
+                       probs=probs.detach(), last=state["last"].detach())
 
 
 def block_reverse(model, primal: BlockPrimal, prompt_positions: Int[Tensor, " n"], chunk: int,
@@ -156,9 +160,11 @@ def block_reverse(model, primal: BlockPrimal, prompt_positions: Int[Tensor, " n"
     ``chunk``: products per batched vector-Jacobian product; ``group``: response tokens
     whose cotangents are carried through all blocks together (each group recomputes every
     block once; None: all ``m`` at once). The cotangents of a group take
-    ``2 * group * seq * d_model`` values.
+    ``2 * group * seq * d_model`` values. Blocks of a family with ``hand_block_vjp`` take
+    :func:`mechit.attribution_llama.llama_pull_back` (autograd where it declines).
     """
     blocks = list(model.blocks)
+    by_hand = family(model).hand_block_vjp
     m = len(primal.before)
     group = m if group is None else max(1, group)
     e = primal.e
@@ -170,6 +176,14 @@ def block_reverse(model, primal: BlockPrimal, prompt_positions: Int[Tensor, " n"
         cotangent[torch.arange(len(js), device=e.device), 0, primal.before[js]] = primal.g[js]
         for index in reversed(range(len(blocks))):
             x, rest, kwargs = primal.inputs[index]
+            if by_hand and not rest:
+                last = index == len(blocks) - 1
+                output = primal.last if last else primal.inputs[index + 1][0]
+                pulled = llama_pull_back(blocks[index], x, kwargs, output, cotangent, primal.before[js] + 1, chunk,
+                                         one_row=last)
+                if pulled is not None:
+                    cotangent = pulled
+                    continue
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 out = _first_tensor(blocks[index](x, *rest, **kwargs))

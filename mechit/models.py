@@ -59,6 +59,9 @@ class Family:
         qk_norm: per-head norms on queries and keys (Gemma 3, Qwen 3); their scales are
             folded into the columns of W_Q and W_K.
         gguf: the ``general.architecture`` name of this family in GGUF files, if loadable.
+        hand_block_vjp: decoder blocks are Llama's (pre-RMSNorm, rotary attention with
+            grouped KV heads, SiLU-gated MLP, no sliding window): attribution takes the
+            hand-written block products of :mod:`mechit.attribution_llama`.
     """
 
     name: str
@@ -68,10 +71,11 @@ class Family:
     post_norms: bool = False
     qk_norm: bool = False
     gguf: str | None = None
+    hand_block_vjp: bool = False
 
 
 FAMILIES: dict[str, Family] = {
-    "LlamaForCausalLM": Family("llama", gguf="llama"),
+    "LlamaForCausalLM": Family("llama", gguf="llama", hand_block_vjp=True),
     "MistralForCausalLM": Family("mistral", gguf="mistral"),
     "Qwen2ForCausalLM": Family("qwen2", gguf="qwen2"),
     "Qwen3ForCausalLM": Family("qwen3", qk_norm=True, gguf="qwen3"),

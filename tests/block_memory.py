@@ -7,10 +7,16 @@ import torch
 
 
 def block_path_kept_bytes(model, ids, response_positions) -> int:
-    """Bytes of every block's saved input plus the most any one recomputed block's graph
-    saves (saved-tensor hooks; parameters, buffers and the block input excluded)."""
+    """Bytes of every block's saved input plus the most any one recomputed block keeps: what
+    its graph saves (saved-tensor hooks), or for a block that takes the hand-written Llama
+    products, the tensors of :class:`~mechit.attribution_llama.LlamaSaved` (parameters,
+    buffers, the block input and its rotary tables excluded)."""
+    from dataclasses import fields
+
     import mechit.attribution_grad as grad
     from mechit.attribution_blocks import block_primal
+    from mechit.attribution_llama import llama_forward, llama_weights
+    from mechit.models import family
 
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     with grad._weights_frozen(model):
@@ -26,7 +32,15 @@ def block_path_kept_bytes(model, ids, response_positions) -> int:
                     storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
                 return t
 
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                block(x.detach().requires_grad_(True), *rest, **kwargs)
+            weights = llama_weights(block) if family(model).hand_block_vjp else None
+            if weights is not None:
+                cos, sin = (t[0] for t in kwargs["position_embeddings"])
+                skip |= {cos.untyped_storage().data_ptr(), sin.untyped_storage().data_ptr()}
+                _, saved = llama_forward(weights, x[0], cos, sin)
+                for f in fields(saved):
+                    pack(getattr(saved, f.name))
+            else:
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    block(x.detach().requires_grad_(True), *rest, **kwargs)
             biggest = max(biggest, sum(storages.values()))
     return inputs + biggest

@@ -83,12 +83,18 @@ def test_cli_on_smollm2_writes_the_tables(smollm2_path, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma"])
-def test_real_models_run_block_by_block_within_the_estimate(name, request):
+def test_real_models_run_block_by_block_within_the_estimate(name, request, monkeypatch):
     """Both real architectures (Llama-style SmolLM2, Gemma 3 with sliding-window layers) pass the
-    plain-chain check, equal the whole-graph path, and keep no more than block_path_bytes says."""
+    plain-chain check, equal the whole-graph path, and keep no more than block_path_bytes says.
+    Every SmolLM2 block takes the hand-written Llama products; no Gemma block does."""
+    import mechit.attribution_blocks as blocks_mod
     import mechit.attribution_grad as grad
     from mechit.attribution_blocks import block_primal, block_reverse
+    from mechit.attribution_llama import llama_pull_back
 
+    taken = []
+    monkeypatch.setattr(blocks_mod, "llama_pull_back",
+                        lambda *a, **k: taken.append(llama_pull_back(*a, **k)) or taken[-1])
     model = request.getfixturevalue(name)
     enc = encode(model.tokenizer, PROMPT, RESPONSE)
     ids, pp, rp = enc.input_ids, enc.prompt_positions, enc.response_positions
@@ -99,6 +105,7 @@ def test_real_models_run_block_by_block_within_the_estimate(name, request):
         e, h, g, _ = grad._primal(model, ids, rp)
         whole = grad._reverse(e, h, g, pp, 4)
     assert rel_diff(blocks, whole) < 1e-5
+    assert [t is not None for t in taken] == ([True] * model.cfg.n_layers if name == "smollm2" else [])
     m = len(rp)
     estimate = grad.block_path_bytes(model, len(ids), m) - 4 * 3 * m * model.cfg.d_vocab  # logits aside
     ratio = estimate / block_path_kept_bytes(model, ids, rp)

@@ -183,7 +183,9 @@ def test_max_memory_refuses_before_the_forward_pass(tiny_llama, monkeypatch):
     free = attribution.attribute(tiny_llama, "Say hi to the cat", "hi cat", instruction_spans=[(0, 6)])
     capped = attribution.attribute(tiny_llama, "Say hi to the cat", "hi cat", instruction_spans=[(0, 6)],
                                    max_memory=cap)
-    assert torch.equal(capped.raw, free.raw) and capped.score == free.score
+    # smaller chunks: the same values up to float32 rounding (chunks are cut at their last position)
+    assert float((capped.raw - free.raw).abs().max() / free.raw.abs().max()) < 1e-6
+    assert capped.score == pytest.approx(free.score, rel=1e-6)
 
     def no_forward(*args, **kwargs):
         raise AssertionError("the forward pass ran for an example that cannot fit")
