@@ -20,6 +20,12 @@ import pytest
 import torch
 from block_memory import block_path_kept_bytes
 
+
+def _rel_diff(a, b) -> float:
+    """``max |a - b| / max |b|``, the measure of the issue's "relative 1e-5"."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
 LONG_PROMPT = "Summarize this text: " + "the cat sat on the mat and the dog sat on the cat " * 7
 RESPONSE = "the cat and the dog sat on the mat " * 3
 MEDIUM_PROMPT = "Summarize this text: " + "the cat sat on the mat " * 4
@@ -78,7 +84,7 @@ def test_small_budget_is_chunked_with_the_same_values(tiny_llama, chunks, method
         group = chunks[-1][4]
         assert size <= group <= count and group * cotangent_bytes(tiny_llama, seq) + size * product_bytes(
             tiny_llama, seq) <= budget
-    assert torch.allclose(small.raw, big.raw, rtol=1e-5, atol=1e-7 * float(big.raw.abs().max()))
+    assert _rel_diff(small.raw, big.raw) < 1e-5  # smaller chunks: the same values up to float32 rounding
     assert small.score == pytest.approx(big.score, rel=1e-5)
 
 
@@ -184,7 +190,7 @@ def test_max_memory_refuses_before_the_forward_pass(tiny_llama, monkeypatch):
     capped = attribution.attribute(tiny_llama, "Say hi to the cat", "hi cat", instruction_spans=[(0, 6)],
                                    max_memory=cap)
     # smaller chunks: the same values up to float32 rounding (chunks are cut at their last position)
-    assert float((capped.raw - free.raw).abs().max() / free.raw.abs().max()) < 1e-6
+    assert _rel_diff(capped.raw, free.raw) < 1e-6
     assert capped.score == pytest.approx(free.score, rel=1e-6)
 
     def no_forward(*args, **kwargs):
@@ -213,7 +219,7 @@ def test_max_memory_shrinks_the_chunks(tiny_llama, chunks, method):
                       memory_budget=2**34, max_memory=forward + 3 * product)
     size, chunk_budget = chunks[-1][2:4]
     assert chunk_budget == 3 * product and 1 <= size <= 3
-    assert torch.allclose(small.raw, big.raw, rtol=1e-5, atol=1e-7 * float(big.raw.abs().max()))
+    assert _rel_diff(small.raw, big.raw) < 1e-5  # smaller chunks: the same values up to float32 rounding
 
 
 def test_max_memory_is_checked_again_when_the_whole_graph_is_kept(tiny_llama, monkeypatch):
@@ -236,4 +242,5 @@ def test_max_memory_is_checked_again_when_the_whole_graph_is_kept(tiny_llama, mo
         attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, max_memory=kept + one)
     assert f"are {seq} tokens" in str(refused.value) and not whole_graph_forward
     fits = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], max_memory=graph)
-    assert whole_graph_forward and torch.allclose(fits.raw, free.raw, rtol=1e-5, atol=1e-7 * float(free.raw.abs().max()))
+    # autograd's whole-graph products against the block path's (hand-written, for Llama): float32 rounding apart
+    assert whole_graph_forward and _rel_diff(fits.raw, free.raw) < 1e-5
