@@ -8,7 +8,7 @@ Runs, in order:
 1. a matmul of the size of the new path's largest products, to measure this machine's
    peak GFLOP/s (best of ten, measured again after the runs; the higher is kept, since
    a shared machine's momentary load only ever lowers it);
-2. the new path (``mechit.attribution_grad.gradient_x_input``, method "auto": reverse
+2. the new path (``mechit.attribution.grad.gradient_x_input``, method "auto": reverse
    mode block by block for SmolLM2, see ``mechit/attribution_blocks.py``);
 3. the paper's procedure (``gradient_x_input_loop(weight_grads=True)``: one forward with
    full-vocabulary logits at every position, then ``p_j.backward()`` per response token,
@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from mechit.memory import release_free_memory
+from mechit.runtime import release_free_memory
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -103,7 +103,7 @@ def attribution_flops(cfg, seq: int, n_response: int, recomputes: int = 1, produ
     one position (the MLP, O and Q products on one row, K and V on ``rows``; the four
     attention products on one query row). ``attention_parts``: the backward's attention
     products split the queries into that many parts, each over the keys up to its last
-    query (``mechit.attribution_llama.ATTENTION_PARTS``).
+    query (``mechit.arch.llama_vjp.ATTENTION_PARTS``).
     """
     d, h, dh, layers = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.n_layers
     kv = getattr(cfg, "n_key_value_heads", None) or h
@@ -135,13 +135,13 @@ def attribution_flops(cfg, seq: int, n_response: int, recomputes: int = 1, produ
 def product_rows(model, response_positions, chunk: int, group: int) -> tuple[list[int], bool, int]:
     """The positions each response token's backward products run over, whether the last
     block starts from one position, and the attention parts: what
-    :mod:`mechit.attribution_llama` does when every block takes its products (else every
+    :mod:`mechit.arch.llama_vjp` does when every block takes its products (else every
     product runs over the whole sequence)."""
-    from mechit.attribution_llama import ATTENTION_PARTS, llama_weights
-    from mechit.models import family
+    from mechit.arch.llama_vjp import ATTENTION_PARTS, llama_weights
+    from mechit.arch.families import family
 
     seq = int(response_positions[-1]) + 1
-    if not (family(model).hand_block_vjp and all(llama_weights(b) is not None for b in model.blocks)):
+    if not (family(model).block_vjp is not None and all(llama_weights(b) is not None for b in model.blocks)):
         return [seq] * len(response_positions), False, 1
     before = (response_positions - 1).tolist()
     rows = []
@@ -180,7 +180,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mechit.attribution_grad import block_plan, chunk_size, choose_method, gradient_x_input, gradient_x_input_loop
+    from mechit.attribution.grad import block_plan, chunk_size, choose_method, gradient_x_input, gradient_x_input_loop
     from mechit.models import load_model
 
     spec = args.model or str(smollm2_gguf())

@@ -84,10 +84,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     import mechit
-    from mechit.ffn import unit_word_vectors
+    from mechit.ffn.concepts import unit_word_vectors
     from mechit.models import load_model
-    from mechit.weight_views import mlp_in_weights, mlp_out_weights
-    from mechit.wordlists import frequent_words
+    from mechit.arch.weights import mlp_in_weights, mlp_out_weights
+    from mechit.data.wordlists import frequent_words
 
     spec = args.model or str(smollm2_gguf())
     t0 = time.perf_counter()

@@ -48,9 +48,9 @@ def main() -> None:
     import pandas as pd
 
     import mechit
-    from mechit.labels import label_concepts, label_proportions, label_table
-    from mechit.weight_views import mlp_out_weights
-    from mechit.viz.ffn import plot_label_proportions, plot_neuron_cosines, plot_principal_angles, save_figure
+    from mechit.ffn.labels import label_concepts, label_proportions, label_table
+    from mechit.arch.weights import mlp_out_weights
+    from mechit.views.ffn import plot_label_proportions, plot_neuron_cosines, plot_principal_angles, save_figure
 
     t0 = time.perf_counter()
     pair = mechit.load_pair(args.base, args.tuned)

@@ -33,8 +33,8 @@ def main() -> None:
     import mechit.organism as organism
     from mechit.organism.weights import weights_dir
     from ffn_organism import md
-    from mechit.similarity import get_similarity
-    from mechit.viz import head_pairs_table
+    from mechit.heads.similarity import get_similarity
+    from mechit.views import head_pairs_table
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def main() -> None:
     print("Instruction-verb shift per layer, then over all layers:\n")
     print(md(pd.concat([per_layer, overall], ignore_index=True)), "\n")
 
-    from mechit.verb_shift import head_change_scores
+    from mechit.heads.shift import head_change_scores
 
     changes = head_change_scores(pairs["base"], pairs["tuned"]).head(3)
     table = []

@@ -23,15 +23,15 @@ _EXPORTS = {
     "IncompatiblePairError": "mechit.errors",
     "InputError": "mechit.errors",
     "load_model": "mechit.models", "load_pair": "mechit.models", "ModelPair": "mechit.models",
-    "check_pair": "mechit.models", "describe": "mechit.weight_views",
+    "check_pair": "mechit.models", "describe": "mechit.arch.weights",
     "encode": "mechit.tokens", "Encoded": "mechit.tokens", "span_mask": "mechit.tokens",
     "group_words": "mechit.tokens", "word_vectors": "mechit.tokens", "WordVectors": "mechit.tokens",
-    "INSTRUCTION_VERBS": "mechit.wordlists", "general_verbs": "mechit.wordlists",
-    "frequent_words": "mechit.wordlists",
-    "neuron_tokens": "mechit.ffn", "ffn_concepts": "mechit.ffn", "ffn_rotation": "mechit.rotation", "Rotation": "mechit.rotation", "LexiconLabeller": "mechit.labels", "EndpointLabeller": "mechit.labels", "LocalModelLabeller": "mechit.labels", "label_concepts": "mechit.labels", "label_proportions": "mechit.labels", "label_table": "mechit.labels",
-    "attribute": "mechit.attribution", "Attribution": "mechit.attribution", "read_prompts": "mechit.prompts",
-    "head_pairs": "mechit.heads", "head_knowledge": "mechit.heads", "head_shift": "mechit.verb_shift", "head_change_scores": "mechit.verb_shift", "verb_fractions": "mechit.verb_shift", "instruction_attention": "mechit.attention_mass", "get_similarity": "mechit.similarity",
-    "write_report": "mechit.report",
+    "INSTRUCTION_VERBS": "mechit.data.wordlists", "general_verbs": "mechit.data.wordlists",
+    "frequent_words": "mechit.data.wordlists",
+    "neuron_tokens": "mechit.ffn.concepts", "ffn_concepts": "mechit.ffn.concepts", "ffn_rotation": "mechit.ffn.rotation", "Rotation": "mechit.ffn.rotation", "LexiconLabeller": "mechit.ffn.labels", "EndpointLabeller": "mechit.ffn.labels", "LocalModelLabeller": "mechit.ffn.labels", "label_concepts": "mechit.ffn.labels", "label_proportions": "mechit.ffn.labels", "label_table": "mechit.ffn.labels",
+    "attribute": "mechit.attribution.example", "Attribution": "mechit.attribution.example", "read_prompts": "mechit.data.prompts",
+    "head_pairs": "mechit.heads.pairs", "head_knowledge": "mechit.heads.pairs", "head_shift": "mechit.heads.shift", "head_change_scores": "mechit.heads.shift", "verb_fractions": "mechit.heads.shift", "instruction_attention": "mechit.heads.attention", "get_similarity": "mechit.heads.similarity",
+    "write_report": "mechit.views.report",
 }
 
 __all__ = sorted(_EXPORTS)

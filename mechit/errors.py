@@ -38,3 +38,13 @@ class EmptyResponseError(InputError):
         super().__init__(message)
         self.response = response
         self.n_prompt_tokens = n_prompt_tokens
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors that wrap it.
+
+    >>> first_line(ValueError("bad header\\nsecond line"))
+    'bad header'
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

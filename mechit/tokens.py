@@ -34,9 +34,16 @@ import numbers
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import torch
+
+import mechit.arch.weights as weight_views
+from mechit.data.wordlists import frequent_words, validate_words
 from mechit.errors import InputError
+from mechit.models import ORGANISM_SPECS, organism_dir
+from mechit.organism import vocabulary
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float, Int
@@ -165,8 +172,6 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
     >>> enc.prompt_tokens, enc.response_tokens                       # doctest: +SKIP
     (['▁Say', '▁hi', '.'], ['▁Hi', '!'])
     """
-    import torch
-
     tokenizer = _tokenizer_of(tokenizer)
     if not isinstance(prompt, str) or not isinstance(response, str):
         raise InputError("prompt and response must be strings")
@@ -272,8 +277,6 @@ def span_mask(encoded: Encoded, spans: Sequence[tuple[int, int]]) -> "Bool[Tenso
     >>> span_mask(enc, [(0, 14)])                                    # doctest: +SKIP
     tensor([ True,  True,  True, False, False])
     """
-    import torch
-
     spans = validate_spans(spans, len(encoded.prompt))
     mask = torch.zeros(len(encoded.prompt_offsets), dtype=torch.bool)
     for i, (start, end) in enumerate(encoded.prompt_offsets):
@@ -336,8 +339,6 @@ def word_token_ids(tokenizer, words: Sequence[str]) -> tuple[list[str], list[lis
     >>> word_token_ids(tokenizer, ["cat", "translate"])              # doctest: +SKIP
     (['cat', 'translate'], [[412], [88, 301]], [])
     """
-    from mechit.wordlists import validate_words
-
     tokenizer = _tokenizer_of(tokenizer)
     words = list(dict.fromkeys(validate_words(words)))
     encoded = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
@@ -361,17 +362,13 @@ def word_vectors(model, words: Sequence[str], *, side: str = "input") -> WordVec
     Args:
         model: a loaded TransformerBridge.
         words: the word list (validated: non-empty strings).
-        side: "input" -> rows of :func:`mechit.weight_views.input_embedding` (raw W_E);
-            "output" -> columns of :func:`mechit.weight_views.unembedding` (final norm folded).
+        side: "input" -> rows of :func:`mechit.arch.weights.input_embedding` (raw W_E);
+            "output" -> columns of :func:`mechit.arch.weights.unembedding` (final norm folded).
 
     >>> wv = word_vectors(model, ["cat", "dog"])                     # doctest: +SKIP
     >>> wv.vectors.shape                                             # doctest: +SKIP
     torch.Size([2, 64])
     """
-    import torch
-
-    from mechit import weight_views
-
     if side not in ("input", "output"):
         raise InputError(f"side must be 'input' or 'output', not {side!r}")
     kept, ids_list, dropped = word_token_ids(model.tokenizer, words)
@@ -388,3 +385,18 @@ def word_vectors(model, words: Sequence[str], *, side: str = "input") -> WordVec
     starts = torch.tensor([0] + [len(ids) for ids in ids_list[:-1]], dtype=torch.long).cumsum(0)
     vectors = torch.nn.functional.embedding_bag(flat, table, starts, mode="mean")
     return WordVectors(kept, vectors, dropped, ids_list)
+
+
+def default_words(model) -> list[str]:
+    """The default word list: the organism's vocabulary for the embedded organism (loaded as
+    "organism-base"/"organism-tuned" or from its weights folder), else
+    :func:`mechit.data.wordlists.frequent_words` (20,000 frequent English words).
+
+    >>> len(default_words(model))                     # doctest: +SKIP
+    20000
+    """
+    weights = organism_dir("base").parent.resolve()
+    source = Path(str(getattr(model.tokenizer, "name_or_path", "") or ".")).resolve()
+    if getattr(model, "mechit_spec", None) in ORGANISM_SPECS or weights in source.parents:
+        return vocabulary()
+    return frequent_words(20000)

@@ -9,14 +9,14 @@ import torch
 def block_path_kept_bytes(model, ids, response_positions) -> int:
     """Bytes of every block's saved input plus the most any one recomputed block keeps: what
     its graph saves (saved-tensor hooks), or for a block that takes the hand-written Llama
-    products, the tensors of :class:`~mechit.attribution_llama.LlamaSaved` (parameters,
+    products, the tensors of :class:`~mechit.arch.llama_vjp.LlamaSaved` (parameters,
     buffers, the block input and its rotary tables excluded)."""
     from dataclasses import fields
 
-    import mechit.attribution_grad as grad
-    from mechit.attribution_blocks import block_primal
-    from mechit.attribution_llama import llama_forward, llama_weights
-    from mechit.models import family
+    import mechit.attribution.grad as grad
+    from mechit.attribution.blocks import block_primal
+    from mechit.arch.llama_vjp import llama_forward, llama_weights
+    from mechit.arch.families import family
 
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     with grad._weights_frozen(model):
@@ -32,7 +32,7 @@ def block_path_kept_bytes(model, ids, response_positions) -> int:
                     storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
                 return t
 
-            weights = llama_weights(block) if family(model).hand_block_vjp else None
+            weights = llama_weights(block) if family(model).block_vjp is not None else None
             if weights is not None:
                 cos, sin = (t[0] for t in kwargs["position_embeddings"])
                 skip |= {cos.untyped_storage().data_ptr(), sin.untyped_storage().data_ptr()}

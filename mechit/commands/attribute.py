@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
-    p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution_grad.DEFAULT_MEMORY_BUDGET
+    p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
                    help="memory for one chunk of batched gradient products and the cotangents carried with "
                         "them (more: faster, up to a point)")
     p.add_argument("--max-memory", dest="max_memory_mb", type=int, default=None, metavar="MB",
@@ -59,10 +59,10 @@ def run_attribute(args) -> int:
     """Run the dataset attribution and print a summary of failures."""
     import functools
 
-    from mechit.attribution_run import attribute_dataset
+    from mechit.attribution.dataset import attribute_dataset
     from mechit.errors import InputError
     from mechit.models import load_model
-    from mechit.prompts import read_prompts
+    from mechit.data.prompts import read_prompts
 
     if not (args.L >= 1 and 0 <= args.b < args.L):
         raise InputError(f"-b {args.b} must be in 0..L-1 (-L {args.L}); levels <= b are dropped")

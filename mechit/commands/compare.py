@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run the comparison and print where the report is."""
-    from mechit.compare import Options, compare
+    from mechit.pipeline.run import Options, compare
     from mechit.errors import InputError
 
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--words", args.words)):

@@ -143,7 +143,7 @@ def _check_against(model, args: argparse.Namespace, words) -> None:
     the number of words given.
     """
     from mechit.errors import InputError
-    from mechit.ffn import resolve_layers
+    from mechit.ffn.concepts import resolve_layers
 
     resolve_layers(model, parse_layers(args.layers))
     d_mlp, d_model = int(model.cfg.d_mlp), int(model.cfg.d_model)
@@ -162,7 +162,7 @@ def _check_against(model, args: argparse.Namespace, words) -> None:
 
 
 def _words(path: str | None):
-    from mechit.wordlists import read_words
+    from mechit.data.wordlists import read_words
 
     return read_words(path) if path else None
 
@@ -175,7 +175,7 @@ def _write_parquet(frame, path: Path) -> None:
 
 
 def _concepts(model, args, out: Path, words) -> int:
-    from mechit.ffn import ffn_concepts
+    from mechit.ffn.concepts import ffn_concepts
 
     frame = ffn_concepts(model, parse_layers(args.layers), n_components=_n_components(model, args.n_components),
                          top_k=args.top_k, words=words)
@@ -188,9 +188,9 @@ def run_ffn(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from mechit.ffn import neuron_tokens, resolve_layers
+    from mechit.ffn.concepts import neuron_tokens, resolve_layers
     from mechit.models import load_model
-    from mechit.weight_views import mlp_out_weights
+    from mechit.arch.weights import mlp_out_weights
     from mechit.store import remove_stale_temporaries, write_json
 
     _check_args(args)
@@ -218,10 +218,10 @@ def run_ffn(args: argparse.Namespace) -> int:
 
 
 def run_rotation(args: argparse.Namespace) -> int:
-    from mechit.models import load_pair
-    from mechit.rotation import ffn_rotation
+    from mechit.models.pair import load_pair
+    from mechit.ffn.rotation import ffn_rotation
     from mechit.store import remove_stale_temporaries, write_json
-    from mechit.viz.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
+    from mechit.views.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
 
     _check_args(args)
     words = _words(args.words)
@@ -246,9 +246,9 @@ def run_labels(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mechit.errors import InputError
-    from mechit.labels import label_concepts, label_proportions, label_table, make_labeller
+    from mechit.ffn.labels import label_concepts, label_proportions, label_table, make_labeller
     from mechit.store import remove_stale_temporaries
-    from mechit.viz.ffn import plot_label_proportions, save_figure
+    from mechit.views.ffn import plot_label_proportions, save_figure
 
     for flag, minimum in (("seeds", 1), ("max_components", 1), ("group_size", 1), ("retries", 0)):
         _at_least(getattr(args, flag), minimum, "--" + flag.replace("_", "-"))

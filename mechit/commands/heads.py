@@ -74,10 +74,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mechit.heads import head_knowledge, head_pairs
+    from mechit.heads.pairs import head_knowledge, head_pairs
     from mechit.models import load_model
     from mechit.store import write_json, write_table
-    from mechit.wordlists import read_words
+    from mechit.data.wordlists import read_words
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,9 +114,9 @@ def _settings(directory: Path) -> dict:
 def run_shift(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mechit.verb_shift import head_change_scores, head_shift, verb_fractions
+    from mechit.heads.shift import head_change_scores, head_shift, verb_fractions
     from mechit.store import write_table
-    from mechit.wordlists import read_words
+    from mechit.data.wordlists import read_words
 
     base, tuned = _read_pairs(args.base, "base"), _read_pairs(args.tuned, "tuned")
     settings = [_settings(args.base), _settings(args.tuned)]

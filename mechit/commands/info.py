@@ -46,7 +46,7 @@ def format_info(info: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mechit.models import load_model
-    from mechit.weight_views import describe
+    from mechit.arch.weights import describe
 
     info = describe(load_model(args.spec, trust_remote_code=args.trust_remote_code))
     print(json.dumps(info, indent=2) if args.json else format_info(info))

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from mechit.compare import Options, compare, default_prompts_path
-from mechit.report import FIGURES
+from mechit.pipeline.run import Options, compare, default_prompts_path
+from mechit.views.report import FIGURES
 
 from .chromium import chromium_binary, ink_fraction, inspect_page
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-import mechit.compare as compare_mod
-import mechit.compare_stages as stages_mod
-from mechit.compare import Options, compare
+import mechit.pipeline.run as compare_mod
+import mechit.pipeline.stages as stages_mod
+from mechit.pipeline.run import Options, compare
 from mechit.errors import IncompatiblePairError, InputError, MechitError
-from mechit.report import external_references
+from mechit.views.report import external_references
 
 N_PROMPTS = 8
 FAST = dict(max_new_tokens=6, n_words=400, concept_top_k=8, head_top_k=30, n_attention_heads=2)
@@ -51,7 +51,7 @@ def pair_dirs(tiny_dirs, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory) -> Path:
     """The first prompts of the built-in English set, one per task type."""
-    from mechit.compare import default_prompts_path
+    from mechit.pipeline.run import default_prompts_path
 
     lines = default_prompts_path().read_text(encoding="utf-8").splitlines()
     path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
@@ -166,7 +166,7 @@ def test_disk_full_reports_and_keeps_finished_stages(pair_dirs, prompts_file, tm
 
 def test_interrupted_attribution_resumes_per_example(pair_dirs, prompts_file, tmp_path, monkeypatch):
     """Examples finished before a crash are not attributed again."""
-    import mechit.attribution_run as run_mod
+    import mechit.attribution.dataset as run_mod
 
     out = tmp_path / "run"
     real = run_mod._one

@@ -14,7 +14,7 @@ import pytest
 
 from mechit.organism import held_out_prompts
 from mechit.organism.weights import model_dir
-from mechit.report import external_references
+from mechit.views.report import external_references
 
 pytestmark = pytest.mark.skipif(
     not all((model_dir(name) / "config.json").is_file() for name in ("base", "tuned")),

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mechit.attribution import attribute
-from mechit.attribution_grad import gradient_x_input, gradient_x_input_loop
+from mechit.attribution.example import attribute
+from mechit.attribution.grad import gradient_x_input, gradient_x_input_loop
 from mechit.cli import main
 from mechit.tokens import encode
 from block_memory import block_path_kept_bytes
@@ -87,10 +87,10 @@ def test_real_models_run_block_by_block_within_the_estimate(name, request, monke
     """Both real architectures (Llama-style SmolLM2, Gemma 3 with sliding-window layers) pass the
     plain-chain check, equal the whole-graph path, and keep no more than block_path_bytes says.
     Every SmolLM2 block takes the hand-written Llama products; no Gemma block does."""
-    import mechit.attribution_blocks as blocks_mod
-    import mechit.attribution_grad as grad
-    from mechit.attribution_blocks import block_primal, block_reverse
-    from mechit.attribution_llama import llama_pull_back
+    import mechit.attribution.blocks as blocks_mod
+    import mechit.attribution.grad as grad
+    from mechit.attribution.blocks import block_primal, block_reverse
+    from mechit.arch.llama_vjp import llama_pull_back
 
     taken = []
     monkeypatch.setattr(blocks_mod, "llama_pull_back",

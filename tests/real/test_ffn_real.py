@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mechit
-from mechit.labels import LEVEL_LABELS, TASK_LABELS, LexiconLabeller, label_concepts
+from mechit.ffn.labels import LEVEL_LABELS, TASK_LABELS, LexiconLabeller, label_concepts
 
 pytestmark = pytest.mark.real
 
@@ -17,7 +17,7 @@ def model(request):
 
 
 def test_concepts_match_numpy_on_real_weights(model):
-    from mechit.weight_views import mlp_out_weights
+    from mechit.arch.weights import mlp_out_weights
 
     words = mechit.frequent_words(3000)
     frame = mechit.ffn_concepts(model, [0, -1], n_components=20, top_k=10, words=words, progress=False)
@@ -34,7 +34,7 @@ def test_concepts_match_numpy_on_real_weights(model):
 
 
 def test_neuron_tokens_and_self_rotation(model):
-    from mechit.weight_views import mlp_out_weights, unembedding
+    from mechit.arch.weights import mlp_out_weights, unembedding
 
     table = mechit.neuron_tokens(model, 3, [0, 1], k=5)
     logits = mlp_out_weights(model, 3)[0] @ unembedding(model)

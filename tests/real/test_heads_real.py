@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from mechit.heads import head_pairs
-from mechit.similarity import unit_rows
-from mechit.wordlists import frequent_words
+from mechit.heads.pairs import head_pairs
+from mechit.heads.similarity import unit_rows
+from mechit.data.wordlists import frequent_words
 
 LAYER, HEAD = 7, 4
 N_WORDS, TOP_K = 2000, 100

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-from mechit.weight_views import describe, embed_scale, input_embedding, kv_head, qk_weights, unembedding
+from mechit.arch.weights import describe, embed_scale, input_embedding, kv_head, qk_weights, unembedding
 from mechit.tokens import encode, span_mask, word_vectors
 
 EXPECTED = {

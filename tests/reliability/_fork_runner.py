@@ -17,7 +17,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import mechit.attribution_run  # noqa: E402,F401  (torch, transformers, pandas)
+import mechit.attribution.dataset  # noqa: E402,F401  (torch, transformers, pandas)
 import mechit.cli  # noqa: E402
 import mechit.models  # noqa: E402,F401
 import transformer_lens.model_bridge  # noqa: E402,F401

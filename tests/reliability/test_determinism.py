@@ -10,7 +10,6 @@ the row order is models as given, then examples in file order.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

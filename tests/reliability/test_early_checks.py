@@ -32,7 +32,7 @@ def words_file(tmp_path):
 
 @pytest.fixture
 def forbid(monkeypatch):
-    """``forbid("mechit.ffn", "ffn_concepts")``: calling it raises :class:`_Reached`."""
+    """``forbid("mechit.ffn.concepts", "ffn_concepts")``: calling it raises :class:`_Reached`."""
 
     def install(module: str, name: str) -> None:
         def reached(*args, **kwargs):
@@ -83,8 +83,8 @@ AFTER_LOADING = [
 
 @pytest.mark.parametrize("extra, expect", AFTER_LOADING, ids=[" ".join(e) for e, _ in AFTER_LOADING])
 def test_ffn_model_checks_run_before_the_pca(extra, expect, tiny_llama_dir, words_file, tmp_path, forbid, capsys):
-    forbid("mechit.ffn", "ffn_concepts")
-    forbid("mechit.ffn", "principal_components")
+    forbid("mechit.ffn.concepts", "ffn_concepts")
+    forbid("mechit.ffn.concepts", "principal_components")
     line = _refused(["ffn", "--model", str(tiny_llama_dir), "--out", str(tmp_path / "out"), "--words",
                      str(words_file), *extra], capsys)
     assert all(s in line for s in expect), line
@@ -98,7 +98,7 @@ def test_ffn_model_checks_run_before_the_pca(extra, expect, tiny_llama_dir, word
 ])
 def test_ffn_rotation_checks_run_before_the_rotation(extra, expect, tiny_pair_dirs, words_file, tmp_path, forbid,
                                                      capsys):
-    forbid("mechit.rotation", "ffn_rotation")
+    forbid("mechit.ffn.rotation", "ffn_rotation")
     line = _refused(["ffn-rotation", "--base", str(tiny_pair_dirs[0]), "--tuned", str(tiny_pair_dirs[1]), "--out",
                      str(tmp_path / "out"), "--words", str(words_file), *extra], capsys)
     assert all(s in line for s in expect), line

@@ -5,7 +5,7 @@ with status ``"empty_response"``, ``n_response_tokens = 0``, no score, no token 
 no tensors; the run does not count it as failed (exit 0); the statistics leave it out and
 say how many they left out (``n_excluded``).
 
-The empty answer is forced by replacing :func:`mechit.attribution.generate_response` for
+The empty answer is forced by replacing :func:`mechit.attribution.example.generate_response` for
 one prompt (the tiny models answer every prompt); everything else runs for real.
 """
 
@@ -29,7 +29,7 @@ PROMPTS = [
 @pytest.fixture
 def silent_base(monkeypatch):
     """The model loaded from the first directory answers the "silent" prompt with nothing."""
-    import mechit.attribution as attribution
+    import mechit.attribution.example as attribution
 
     real = attribution.generate_response
 
@@ -93,7 +93,7 @@ def test_empty_response_is_kept_flagged_and_left_out_of_statistics(tiny_pair_dir
 
 def test_attribute_raises_empty_response_error(tiny_llama, monkeypatch):
     """The library call says what happened, with the generated text and the prompt length."""
-    import mechit.attribution as attribution
+    import mechit.attribution.example as attribution
     from mechit.errors import EmptyResponseError, InputError
 
     monkeypatch.setattr(attribution, "generate_response", lambda model, prompt, **kw: "  \n")

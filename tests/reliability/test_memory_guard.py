@@ -7,7 +7,7 @@ killed by the OOM killer.
 Two budgets: ``--memory-budget-mb`` / ``memory_budget`` bounds one chunk of gradient
 products (the speed knob); ``--max-memory MB`` / ``max_memory`` (bytes) caps the whole
 attribution of an example, the forward pass's saved activations
-(:func:`mechit.attribution_grad.forward_bytes`) plus one chunk of products. The forward
+(:func:`mechit.attribution.grad.forward_bytes`) plus one chunk of products. The forward
 estimate is checked against the tensors autograd really saves.
 """
 
@@ -36,7 +36,7 @@ def chunks(monkeypatch):
     """The chunk sizes :func:`chunk_size` (forward mode) and :func:`block_plan` (reverse mode,
     block by block) hand out during a call: ``(seq, count, chunk, budget)``, and for
     ``block_plan`` the group size after them."""
-    import mechit.attribution_grad as grad
+    import mechit.attribution.grad as grad
 
     seen = []
     chunk_size, block_plan = grad.chunk_size, grad.block_plan
@@ -58,7 +58,7 @@ def chunks(monkeypatch):
 
 def _one_product(model, seq: int, method: str) -> int:
     """The least memory beside the forward pass: one product (and, in reverse mode, one cotangent)."""
-    from mechit.attribution_grad import cotangent_bytes, product_bytes
+    from mechit.attribution.grad import cotangent_bytes, product_bytes
 
     return product_bytes(model, seq) + (cotangent_bytes(model, seq) if method == "reverse" else 0)
 
@@ -66,7 +66,7 @@ def _one_product(model, seq: int, method: str) -> int:
 @pytest.mark.parametrize("method", ["reverse", "forward"])
 def test_small_budget_is_chunked_with_the_same_values(tiny_llama, chunks, method):
     from mechit import attribute
-    from mechit.attribution_grad import product_bytes
+    from mechit.attribution.grad import product_bytes
 
     big = attribute(tiny_llama, MEDIUM_PROMPT, RESPONSE, instruction_spans=[(0, 19)], method=method,
                     memory_budget=2**34)
@@ -79,7 +79,7 @@ def test_small_budget_is_chunked_with_the_same_values(tiny_llama, chunks, method
     size = chunks[-1][2]
     assert size <= 3 and size * product_bytes(tiny_llama, seq) <= budget
     if method == "reverse":  # the group's cotangents and one chunk of products share the budget
-        from mechit.attribution_grad import cotangent_bytes
+        from mechit.attribution.grad import cotangent_bytes
 
         group = chunks[-1][4]
         assert size <= group <= count and group * cotangent_bytes(tiny_llama, seq) + size * product_bytes(
@@ -127,7 +127,7 @@ def test_cli_max_memory_refuses_long_example_and_processes_the_rest(tiny_llama_d
 
 def _saved_activation_bytes(model, ids, response_positions) -> int:
     """Bytes of the tensors autograd keeps during the primal forward (parameters and buffers excluded)."""
-    import mechit.attribution_grad as grad
+    import mechit.attribution.grad as grad
 
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}
@@ -145,7 +145,7 @@ def _saved_activation_bytes(model, ids, response_positions) -> int:
 def _estimate_and_measured(path: str, model, enc) -> tuple[int, int]:
     """(estimated, measured) bytes the forward pass keeps: the whole graph, or block by block
     (the logits, which the measurement leaves out, aside)."""
-    from mechit.attribution_grad import block_path_bytes, forward_bytes
+    from mechit.attribution.grad import block_path_bytes, forward_bytes
 
     seq, m = len(enc.input_ids), len(enc.response_positions)
     if path == "graph":
@@ -172,7 +172,7 @@ def test_forward_estimate_bounds_what_is_kept(family, path, tiny_llama, tiny_gem
 
 def _needs(model, prompt, response, method="auto") -> tuple[int, int, int]:
     """(tokens, bytes the forward pass keeps, the least the products need) of an example."""
-    from mechit.attribution import _memory_needs
+    from mechit.attribution.example import _memory_needs
     from mechit.tokens import encode
 
     enc = encode(model.tokenizer, prompt, response)
@@ -181,7 +181,7 @@ def _needs(model, prompt, response, method="auto") -> tuple[int, int, int]:
 
 
 def test_max_memory_refuses_before_the_forward_pass(tiny_llama, monkeypatch):
-    import mechit.attribution as attribution
+    import mechit.attribution.example as attribution
     from mechit.errors import InputError
 
     seq, forward, product = _needs(tiny_llama, "Say hi to the cat", "hi cat")
@@ -226,7 +226,7 @@ def test_max_memory_is_checked_again_when_the_whole_graph_is_kept(tiny_llama, mo
     """A model whose blocks are not a plain chain keeps the whole graph: --max-memory that
     fits the block-by-block path but not the whole graph refuses the example before that
     forward pass; with room for it, the values are unchanged."""
-    import mechit.attribution_grad as grad
+    import mechit.attribution.grad as grad
     from mechit import attribute
     from mechit.errors import InputError
 

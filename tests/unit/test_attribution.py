@@ -4,10 +4,10 @@ generation, bad input."""
 import pytest
 import torch
 
-import mechit.attribution_grad as grad
-from mechit.attribution import Attribution, attribute
-from mechit.attribution_blocks import block_primal, block_reverse
-from mechit.attribution_grad import (
+import mechit.attribution.grad as grad
+from mechit.attribution.example import Attribution, attribute
+from mechit.attribution.blocks import block_primal, block_reverse
+from mechit.attribution.grad import (
     block_plan,
     chunk_size,
     choose_method,
@@ -16,7 +16,7 @@ from mechit.attribution_grad import (
     gradient_x_input_loop,
     product_bytes,
 )
-from mechit.attribution_math import density, rescale, sparsify
+from mechit.attribution.scores import density, rescale, sparsify
 from mechit.errors import InputError
 from mechit.tokens import encode
 

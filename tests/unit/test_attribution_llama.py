@@ -1,13 +1,15 @@
 """The hand-written Llama block products (mechit/attribution_llama.py) against autograd on the real blocks."""
 
+import dataclasses
+
 import pytest
 import torch
 
-import mechit.attribution_blocks as blocks_mod
-import mechit.attribution_grad as grad
-import mechit.attribution_llama as hand
-from mechit.attribution_blocks import _first_tensor, _pull_back, block_primal, block_reverse
-from mechit.attribution_grad import gradient_x_input_loop
+import mechit.attribution.grad as grad
+import mechit.arch.families as families
+import mechit.arch.llama_vjp as hand
+from mechit.attribution.blocks import _first_tensor, _pull_back, block_primal, block_reverse
+from mechit.attribution.grad import gradient_x_input_loop
 from mechit.models import load_model
 from mechit.tokens import encode
 
@@ -103,7 +105,8 @@ def spy_on_pull_back(monkeypatch):
         results.append(out is not None)
         return out
 
-    monkeypatch.setattr(blocks_mod, "llama_pull_back", spy)
+    llama = families.FAMILIES["LlamaForCausalLM"]
+    monkeypatch.setitem(families.FAMILIES, "LlamaForCausalLM", dataclasses.replace(llama, block_vjp=spy))
     return results
 
 

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from mechit.attribution_math import EPS, density, instruction_score, rescale, sparsify
+from mechit.attribution.scores import EPS, density, instruction_score, rescale, sparsify
 
 
 def test_sparsify_hand_computed():

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import mechit.attribution_run as run_module
-from mechit.attribution import attribute
-from mechit.attribution_run import EXAMPLE_COLUMNS, TOKEN_COLUMNS, attribute_dataset
+import mechit.attribution.dataset as run_module
+from mechit.attribution.example import attribute
+from mechit.attribution.dataset import EXAMPLE_COLUMNS, TOKEN_COLUMNS, attribute_dataset
 from mechit.cli import main
 from mechit.models import load_model
-from mechit.prompts import read_prompts
+from mechit.data.prompts import read_prompts
 from mechit.store import RecordStore
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "paper_prompts.tsv"

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from mechit.compare import default_prompts_path
-from mechit.prompts import read_prompts
+from mechit.pipeline.run import default_prompts_path
+from mechit.data.prompts import read_prompts
 
 # words that open an instruction in this set: the paper's instruction verbs plus a few
 # imperatives and question openers

@@ -1,4 +1,4 @@
-"""mechit.ffn: neuron tokens and principal-component concepts."""
+"""mechit.ffn.concepts: neuron tokens and principal-component concepts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mechit.errors import IncompatiblePairError, InputError
-from mechit.ffn import (
+from mechit.ffn.concepts import (
     concept_words,
     group_ranked_tokens,
     neuron_token_table,
@@ -135,8 +135,8 @@ WORDS = "the cat sat on mat dog story about write give find make tell please ans
 
 def test_neuron_tokens_model_equals_brute_force(models):
     import mechit
-    from mechit.ffn import vocab_strings
-    from mechit.weight_views import mlp_out_weights, unembedding
+    from mechit.ffn.concepts import vocab_strings
+    from mechit.arch.weights import mlp_out_weights, unembedding
 
     model = models[0]
     table = mechit.neuron_tokens(model, 1, [0, 5], k=3)
@@ -169,7 +169,7 @@ def test_neuron_tokens_pair_side_by_side(models):
 
 def test_ffn_concepts_model_matches_numpy(models):
     import mechit
-    from mechit.weight_views import mlp_out_weights
+    from mechit.arch.weights import mlp_out_weights
     from mechit.tokens import word_vectors
 
     model = models[0]

@@ -75,9 +75,9 @@ def test_ffn_command_and_errors(tiny_pair_dirs, words_file, tmp_path, capsys):
 
 
 def test_neuron_view_and_label_figure(tiny_pair_dirs, tmp_path):
-    from mechit.labels import label_proportions
+    from mechit.ffn.labels import label_proportions
     from mechit.models import load_model
-    from mechit.viz.ffn import neuron_view, plot_label_proportions, save_figure
+    from mechit.views.ffn import neuron_view, plot_label_proportions, save_figure
 
     pair = (load_model(tiny_pair_dirs[0]), load_model(tiny_pair_dirs[1]))
     view = neuron_view(pair, 0, [1, 7], k=3)

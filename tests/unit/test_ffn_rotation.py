@@ -10,8 +10,8 @@ import scipy.linalg
 import torch
 
 from mechit.errors import IncompatiblePairError, InputError
-from mechit.ffn import principal_components
-from mechit.rotation import Rotation, jaccard, match_components, principal_angles, row_cosines
+from mechit.ffn.concepts import principal_components
+from mechit.ffn.rotation import Rotation, jaccard, match_components, principal_angles, row_cosines
 
 
 def _gen(seed):
@@ -138,10 +138,10 @@ def test_self_rotation_is_zero(models, tmp_path):
 
 def test_known_rotation_through_the_model_wrapper(models, monkeypatch):
     import mechit
-    import mechit.weight_views
+    import mechit.arch.weights
 
     base = models[0]
-    real = mechit.weight_views.mlp_out_weights
+    real = mechit.arch.weights.mlp_out_weights
     d = base.cfg.d_model
     w0 = real(base, 0).double()
     # rotate in the plane of the 1st and 10th principal directions of layer 0
@@ -158,12 +158,12 @@ def test_known_rotation_through_the_model_wrapper(models, monkeypatch):
 
     tuned = Tuned()
     monkeypatch.setattr(
-        mechit.weight_views, "mlp_out_weights",
+        mechit.arch.weights, "mlp_out_weights",
         lambda model, layer: (w0 @ r).float() if model is tuned else real(model, layer),
     )
     for name in ("mlp_in_weights", "unembedding", "input_embedding"):
-        fn = getattr(mechit.weight_views, name)
-        monkeypatch.setattr(mechit.weight_views, name, lambda model, *a, _fn=fn: _fn(base, *a))
+        fn = getattr(mechit.arch.weights, name)
+        monkeypatch.setattr(mechit.arch.weights, name, lambda model, *a, _fn=fn: _fn(base, *a))
     import mechit.tokens
 
     wv = mechit.tokens.word_vectors

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from mechit.findings import _finding_attribution
+from mechit.views.findings import _finding_attribution
 from mechit.stats import compare_models
 
 

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import t as student_t
 
 from mechit.errors import InputError
-from mechit.verb_shift import head_change_scores, head_shift, verb_counts, verb_fractions
+from mechit.heads.shift import head_change_scores, head_shift, verb_counts, verb_fractions
 
 INSTRUCTION = ["write", "tell"]
 GENERAL = ["run", "eat", "go"]
@@ -100,7 +100,7 @@ def test_bad_frames_are_clear_errors():
 
 def test_public_name_is_the_function_even_after_its_module_is_imported():
     import mechit
-    import mechit.verb_shift  # binds mechit.verb_shift (the module), not mechit.head_shift
+    import mechit.heads.shift  # binds mechit.heads.shift (the module), not mechit.head_shift
 
     expected = head_shift(BASE, TUNED, instruction_verbs=INSTRUCTION, general_verbs=GENERAL, layer_group=1)
     got = mechit.head_shift(BASE, TUNED, instruction_verbs=INSTRUCTION, general_verbs=GENERAL, layer_group=1)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-from mechit import heads
-from mechit.heads import (
+import mechit.heads.pairs as heads
+from mechit.heads.pairs import (
     _candidates, blockwise_topk, compact_rows, energy_order, head_knowledge, head_pairs, head_projections,
     qk_dim_pairs, qk_dim_pairs_group, qk_dim_pairs_reference,
 )
-from mechit.similarity import unit_rows, word_thresholds
+from mechit.heads.similarity import unit_rows, word_thresholds
 
 # ----------------------------------------------------------------------------- pure math
 
@@ -320,7 +320,7 @@ def test_all_degenerate_words_is_a_clear_error(designed):
 
 def test_degenerate_words_are_dropped_and_counted(designed, caplog):
     model, words = designed
-    with caplog.at_level("INFO", logger="mechit.heads"), pytest.warns(UserWarning):
+    with caplog.at_level("INFO", logger="mechit.heads.pairs"), pytest.warns(UserWarning):
         pairs = head_pairs(model, words + ["<unk>"], layers=0, heads=1, similarity=GroupSimilarity(), progress=False)
     assert "dropped 1 of 41 words" in caplog.text
     assert pairs.attrs["n_words"] == 40 and len(pairs) == 3
@@ -368,9 +368,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_default_words_follow_the_model():
     from types import SimpleNamespace
 
-    from mechit.heads import default_words
+    from mechit.tokens import default_words
     from mechit.organism import vocabulary
-    from mechit.wordlists import frequent_words
+    from mechit.data.wordlists import frequent_words
 
     organism = SimpleNamespace(tokenizer=SimpleNamespace(name_or_path="/somewhere"), mechit_spec="organism-tuned")
     other = SimpleNamespace(tokenizer=SimpleNamespace(name_or_path="/somewhere"), mechit_spec="my/model")

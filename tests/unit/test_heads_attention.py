@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-from mechit.attention_mass import instruction_attention
+from mechit.heads.attention import instruction_attention
 from mechit.tokens import encode
 
 RECORD = {"id": "r1", "group": "translate", "prompt": "Translate this text into french: the cat sat",
@@ -53,8 +53,8 @@ def test_bad_prompts(tiny_llama):
 
 
 def test_attention_view_shows_both_models(tiny_pair_dirs, tmp_path):
-    import mechit.viz as viz
-    from mechit.models import load_pair
+    import mechit.views as viz
+    from mechit.models.pair import load_pair
 
     pair = load_pair(*map(str, tiny_pair_dirs))
     view = viz.attention(pair, "Translate this text", layers=[1], heads=[0, 2])
@@ -66,7 +66,7 @@ def test_attention_view_shows_both_models(tiny_pair_dirs, tmp_path):
 
 
 def test_head_pairs_table_aligns_both_models():
-    import mechit.viz as viz
+    import mechit.views as viz
 
     base = pd.DataFrame({"layer": 0, "head": 1, "dim": [1, 2, 1], "rank": 0, "word_a": ["a", "a", "c"],
                          "word_b": ["b", "b", "d"], "score": 1.0, "similarity": [0.5, 0.6, 0.9]})
@@ -80,9 +80,9 @@ def test_head_pairs_table_aligns_both_models():
 
 def test_public_names_stay_functions_after_their_modules_are_imported():
     import mechit
-    import mechit.attention_mass
-    import mechit.viz
-    import mechit.viz.attention_views
+    import mechit.heads.attention
+    import mechit.views
+    import mechit.views.heads
 
-    assert mechit.instruction_attention is mechit.attention_mass.instruction_attention
-    assert mechit.viz.attention is mechit.viz.attention_views.attention
+    assert mechit.instruction_attention is mechit.heads.attention.instruction_attention
+    assert mechit.views.attention is mechit.views.heads.attention

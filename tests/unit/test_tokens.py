@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from mechit import weight_views
+import mechit.arch.weights as weight_views
 from mechit.errors import InputError
 from mechit.tokens import encode, group_words, span_mask, validate_spans, word_token_ids, word_vectors
 

@@ -9,7 +9,7 @@ import pytest
 from wordfreq import zipf_frequency
 
 from mechit.errors import InputError
-from mechit.wordlists import (
+from mechit.data.wordlists import (
     INSTRUCTION_VERBS,
     frequent_words,
     general_verbs,

@@ -1,0 +1,91 @@
+"""The family table: every architecture fact mechit relies on, one row per model family.
+
+Everything an analysis needs about an architecture (norm kind, Gemma's ``1 + w`` norm
+scale and √d_model embedding scale, GQA head sharing, sandwich norms, which GGUF
+architectures load, whether hand-written block products exist) is a row of
+:data:`FAMILIES`, reached through :func:`family` and the weight views of
+:mod:`mechit.arch.weights`. An unknown architecture falls back to what TransformerLens'
+config says (as inseq's model config registry does).
+
+>>> FAMILIES["Gemma3ForCausalLM"].norm_offset, FAMILIES["LlamaForCausalLM"].block_vjp.__name__
+(1.0, 'llama_pull_back')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from mechit.arch.llama_vjp import llama_pull_back
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+@dataclass(frozen=True)
+class Family:
+    """Architecture facts of one model family.
+
+    Attributes:
+        name: short family name shown by ``mechit info``.
+        norm: "RMSNorm" or "LayerNorm" (LayerNorm biases and centring are not folded).
+        norm_offset: effective norm scale is ``norm_offset + weight`` (Gemma stores w - 1).
+        sqrt_d_model_embed: the embedding output is ``W_E[token] * sqrt(d_model)``.
+        post_norms: sandwich norms after attention and MLP outputs (Gemma 2/3); their
+            scales are folded into the columns of W_O and W_out.
+        qk_norm: per-head norms on queries and keys (Gemma 3, Qwen 3); their scales are
+            folded into the columns of W_Q and W_K.
+        gguf: the ``general.architecture`` name of this family in GGUF files, if loadable.
+        block_vjp: hand-written vector-Jacobian products of one decoder block (the
+            calling convention of :func:`mechit.arch.llama_vjp.llama_pull_back`), or None
+            for autograd's. Set for Llama's blocks (pre-RMSNorm, rotary attention with
+            grouped KV heads, SiLU-gated MLP, no sliding window).
+    """
+
+    name: str
+    norm: str = "RMSNorm"
+    norm_offset: float = 0.0
+    sqrt_d_model_embed: bool = False
+    post_norms: bool = False
+    qk_norm: bool = False
+    gguf: str | None = None
+    block_vjp: Callable | None = None
+
+
+FAMILIES: dict[str, Family] = {
+    "LlamaForCausalLM": Family("llama", gguf="llama", block_vjp=llama_pull_back),
+    "MistralForCausalLM": Family("mistral", gguf="mistral"),
+    "Qwen2ForCausalLM": Family("qwen2", gguf="qwen2"),
+    "Qwen3ForCausalLM": Family("qwen3", qk_norm=True, gguf="qwen3"),
+    "GPT2LMHeadModel": Family("gpt2", norm="LayerNorm", gguf="gpt2"),
+    "GemmaForCausalLM": Family("gemma", norm_offset=1.0, sqrt_d_model_embed=True),
+    "Gemma2ForCausalLM": Family(
+        "gemma2", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, gguf="gemma2"
+    ),
+    "Gemma3ForCausalLM": Family(
+        "gemma3", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, qk_norm=True,
+        gguf="gemma3",
+    ),
+}
+GGUF_ARCHITECTURES = {f.gguf: arch for arch, f in FAMILIES.items() if f.gguf}
+
+
+def family(model: "TransformerBridge") -> Family:
+    """The :class:`Family` row for a loaded model.
+
+    Unknown architectures fall back to what TransformerLens' config says (norm type and
+    the ``1 + w`` offset flag); everything else takes the plain defaults.
+
+    >>> family(load_model("tests/tiny-gemma")).norm_offset    # doctest: +SKIP
+    1.0
+    """
+    cfg = model.cfg
+    arch = getattr(cfg, "architecture", None)
+    if arch in FAMILIES:
+        return FAMILIES[arch]
+    return Family(
+        name=str(arch or "unknown"),
+        norm="LayerNorm" if getattr(cfg, "normalization_type", "RMS") in ("LN", "LNPre") else "RMSNorm",
+        norm_offset=1.0 if getattr(cfg, "rmsnorm_uses_offset", False) else 0.0,
+    )
+

@@ -1,0 +1,297 @@
+"""Prompt sets: read JSONL files and the paper's released TSV files, with validation.
+
+Both readers return a list of :class:`PromptRecord` in file order. Problems with the file
+itself (invalid JSON or TSV line, missing ``id``, duplicate ids, bad header) raise
+:class:`~mechit.errors.InputError` naming ``file:line``, the example and the field.
+Problems with one example's content (empty prompt or response, spans outside the prompt
+or overlapping, a field of the wrong type, bytes that are not UTF-8) do not stop the
+reading: the record carries the message in ``error`` and a dataset run records it as a
+failed example. :func:`read_prompts` with ``strict=True`` raises on those too.
+
+**JSONL**, one object per line (blank lines skipped)::
+
+    {"id": "t1", "prompt": "Translate: the cat", "response": null,
+     "instruction_spans": [[0, 9]], "group": "translate", "label": null}
+
+``response`` null means "generate one"; ``label`` is null, "followed" or "not_followed";
+spans are ``[start, end)`` character offsets into ``prompt``.
+
+**Paper TSV** (``ID\\tPrompt\\tResponse\\tInstruct&Context``): inside a field ``/n`` is a
+newline and ``/t`` a tab; a field wrapped in double quotes has ``""`` for a quote. The
+group is the id without a trailing ``_<number>``. The last column holds instruction
+pieces joined by ``|||``, then ``&&&``, then the context; each non-empty piece (trimmed of
+surrounding whitespace) must occur in the decoded prompt, and its first occurrence is an
+instruction span (spans of pieces that overlap are merged). An empty response field
+means "no reference response".
+
+>>> from mechit.data.prompts import decode_tsv_field, tsv_group
+>>> decode_tsv_field('"Say ""hi""/nthen/tstop"')
+'Say "hi"\\nthen\\tstop'
+>>> tsv_group("lima_author_12")
+'lima_author'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mechit.errors import InputError
+
+LABELS = (None, "followed", "not_followed")
+TSV_HEADER = ["ID", "Prompt", "Response", "Instruct&Context"]
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One example of a prompt set.
+
+    ``source`` is ``file:line`` (for messages); ``error`` is None for a valid record, else
+    a message naming the example and the field.
+
+    >>> PromptRecord("a", "Summarize: text", None, ((0, 9),)).instruction_spans
+    ((0, 9),)
+    """
+
+    id: str
+    prompt: str
+    response: str | None
+    instruction_spans: tuple[tuple[int, int], ...] = ()
+    group: str | None = None
+    label: str | None = None
+    source: str = ""
+    error: str | None = field(default=None, compare=False)
+
+
+def decode_tsv_field(text: str) -> str:
+    """Decode one field of the paper's TSV: outer quotes, ``""`` → ``"``, ``/n`` → newline, ``/t`` → tab.
+
+    >>> decode_tsv_field("line one/nline two")
+    'line one\\nline two'
+    """
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        text = text[1:-1].replace('""', '"')
+    return text.replace("/n", "\n").replace("/t", "\t")
+
+
+def tsv_group(example_id: str) -> str:
+    """The group of a paper TSV id: the id without its trailing ``_<number>``.
+
+    >>> tsv_group("selfinstruct_7"), tsv_group("plain")
+    ('selfinstruct', 'plain')
+    """
+    return re.sub(r"_\d+$", "", example_id)
+
+
+def check_record(record: PromptRecord) -> str | None:
+    """The first problem with a record's content, as a message naming example and field; None if valid.
+
+    >>> check_record(PromptRecord("a", "", None, source="p.jsonl:1"))
+    "p.jsonl:1: example 'a': field 'prompt' is empty"
+    >>> check_record(PromptRecord("b", "Say hi", None, ((0, 3), (2, 5)), source="p.jsonl:2"))
+    "p.jsonl:2: example 'b': field 'instruction_spans': spans [0, 3) and [2, 5) overlap"
+    """
+    where = f"{record.source}: example {record.id!r}"
+    if not isinstance(record.prompt, str):
+        return f"{where}: field 'prompt' must be a string, not {type(record.prompt).__name__}"
+    if not record.prompt.strip():
+        return f"{where}: field 'prompt' is empty"
+    if record.response is not None:
+        if not isinstance(record.response, str):
+            return f"{where}: field 'response' must be a string or null, not {type(record.response).__name__}"
+        if not record.response.strip():
+            return f"{where}: field 'response' is empty (use null to generate one)"
+    for name in ("group", "label"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            return f"{where}: field {name!r} must be a string or null, not {type(value).__name__}"
+    if record.label not in LABELS:
+        return f"{where}: field 'label' is {record.label!r}; use null, 'followed' or 'not_followed'"
+    problem = span_problem(record.prompt, record.instruction_spans)
+    return None if problem is None else f"{where}: field 'instruction_spans': {problem}"
+
+
+def span_problem(prompt: str, spans) -> str | None:
+    """What is wrong with ``[start, end)`` character spans over ``prompt`` (outside, empty, overlapping); None if fine.
+
+    >>> span_problem("Say hi", [(0, 3)]) is None, span_problem("Say hi", [(4, 9)])
+    (True, 'span [4, 9) is outside the prompt (characters 0..6) or empty')
+    """
+    previous = None
+    for start, end in sorted(tuple(span) for span in spans):
+        if not (0 <= start < end <= len(prompt)):
+            return f"span [{start}, {end}) is outside the prompt (characters 0..{len(prompt)}) or empty"
+        if previous is not None and start < previous[1]:
+            return f"spans [{previous[0]}, {previous[1]}) and [{start}, {end}) overlap"
+        previous = (start, end)
+    return None
+
+
+def _with_check(record: PromptRecord) -> PromptRecord:
+    if record.error is not None:
+        return record
+    error = check_record(record)
+    return record if error is None else PromptRecord(**{**record.__dict__, "error": error})
+
+
+def _lines(path: Path):
+    """(line number, text, UTF-8 error or None) for each line; undecodable bytes become U+FFFD."""
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as error:
+            yield number, raw.decode("utf-8", errors="replace"), (
+                f"byte 0x{raw[error.start]:02x} at column {error.start + 1} is not valid UTF-8 (re-save the file as UTF-8)"
+            )
+
+
+def _utf8_error(where: str, fields: dict, problem: str) -> str:
+    bad = [name for name, value in fields.items() if isinstance(value, str) and "\ufffd" in value]
+    return f"{where}: field {bad[0] if bad else 'unknown'!r}: {problem}"
+
+
+def _spans(value, where: str):
+    """Parse ``instruction_spans``; returns (spans, error)."""
+    if value is None:
+        return (), None
+    try:
+        spans = tuple((int(s), int(e)) for s, e in value)
+        if any(isinstance(x, bool) or not isinstance(x, int) for pair in value for x in pair):
+            raise TypeError
+        return spans, None
+    except (TypeError, ValueError):
+        return (), f"{where}: field 'instruction_spans' must be a list of [start, end) integer pairs, not {value!r}"
+
+
+def read_jsonl(path: str | Path) -> list[PromptRecord]:
+    """Read a JSONL prompt set (see the module docstring for the schema).
+
+    >>> read_jsonl("prompts.jsonl")[0].id  # doctest: +SKIP
+    't1'
+    """
+    path = Path(path)
+    records, seen = [], {}
+    for number, text, utf8_problem in _lines(path):
+        if not text.strip():
+            continue
+        source = f"{path}:{number}"
+        try:
+            obj = json.loads(text.lstrip("\ufeff") if number == 1 else text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{source}: invalid JSON ({error.msg} at column {error.colno}); "
+                             "each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{source}: each line must be a JSON object, not {type(obj).__name__}")
+        example_id = obj.get("id")
+        if not isinstance(example_id, str) or not example_id:
+            raise InputError(f"{source}: field 'id' must be a non-empty string, not {example_id!r}")
+        if example_id in seen:
+            raise InputError(f"{source}: example {example_id!r}: field 'id' duplicates line {seen[example_id]}; ids must be unique")
+        seen[example_id] = number
+        where = f"{source}: example {example_id!r}"
+        unknown = sorted(set(obj) - {"id", "prompt", "response", "instruction_spans", "group", "label"})
+        spans, error = _spans(obj.get("instruction_spans"), where)
+        if unknown:
+            error = error or f"{where}: field {unknown[0]!r} is unknown (allowed: id, prompt, response, instruction_spans, group, label)"
+        if "prompt" not in obj:
+            error = error or f"{where}: field 'prompt' is missing"
+        if utf8_problem:
+            error = _utf8_error(where, obj, utf8_problem)
+        record = PromptRecord(
+            id=example_id, prompt=obj.get("prompt", ""), response=obj.get("response"),
+            instruction_spans=spans, group=obj.get("group"), label=obj.get("label"),
+            source=source, error=error,
+        )
+        records.append(_with_check(record))
+    return records
+
+
+def _first_occurrence_spans(prompt: str, pieces: list[str], where: str):
+    spans = []
+    for piece in pieces:
+        piece = piece.strip()
+        if not piece:
+            continue
+        start = prompt.find(piece)
+        if start < 0:
+            return (), f"{where}: field 'Instruct&Context': instruction piece {piece[:40]!r} does not occur in the prompt"
+        spans.append([start, start + len(piece)])
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple((s, e) for s, e in merged), None
+
+
+def read_paper_tsv(path: str | Path) -> list[PromptRecord]:
+    """Read the paper's released TSV format (see the module docstring).
+
+    >>> [r.group for r in read_paper_tsv("tests/fixtures/paper_prompts.tsv")][:2]  # doctest: +SKIP
+    ['lima', 'lima']
+    """
+    path = Path(path)
+    lines = iter(_lines(path))
+    try:
+        _, header, _ = next(lines)
+    except StopIteration:
+        raise InputError(f"{path}:1: the file is empty; expected the header {chr(9).join(TSV_HEADER)!r}") from None
+    if header.lstrip("\ufeff").split("\t") != TSV_HEADER:
+        raise InputError(f"{path}:1: header is {header[:80]!r}; expected {chr(9).join(TSV_HEADER)!r}")
+    records, seen = [], {}
+    for number, text, utf8_problem in lines:
+        if not text.strip():
+            continue
+        source = f"{path}:{number}"
+        fields = text.split("\t")
+        if len(fields) != 4:
+            raise InputError(f"{source}: example {fields[0][:40]!r}: invalid TSV line with {len(fields)} fields; "
+                             "expected 4 (ID, Prompt, Response, Instruct&Context); write tabs inside fields as /t")
+        example_id = decode_tsv_field(fields[0]).strip()
+        if not example_id:
+            raise InputError(f"{source}: field 'ID' is empty")
+        if example_id in seen:
+            raise InputError(f"{source}: example {example_id!r}: field 'ID' duplicates line {seen[example_id]}; ids must be unique")
+        seen[example_id] = number
+        where = f"{source}: example {example_id!r}"
+        prompt, response, annotation = (decode_tsv_field(f) for f in fields[1:])
+        instruction = annotation.split("&&&", 1)[0]
+        spans, error = _first_occurrence_spans(prompt, instruction.split("|||"), where)
+        if utf8_problem:
+            named = {"Prompt": prompt, "Response": response, "Instruct&Context": annotation, "ID": example_id}
+            error = _utf8_error(where, named, utf8_problem)
+        record = PromptRecord(
+            id=example_id, prompt=prompt, response=response if response.strip() else None,
+            instruction_spans=spans, group=tsv_group(example_id), label=None, source=source, error=error,
+        )
+        records.append(_with_check(record))
+    return records
+
+
+def read_prompts(path: str | Path, *, format: str = "auto", strict: bool = False) -> list[PromptRecord]:
+    """Read a prompt set: ``format`` is "jsonl", "tsv" or "auto" (by suffix: ``.tsv`` is the paper TSV).
+
+    With ``strict=True`` the first invalid record raises :class:`InputError`; otherwise
+    invalid records are returned with ``error`` set.
+
+    >>> records = read_prompts("prompts.jsonl")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such prompt file")
+    if format == "auto":
+        format = "tsv" if path.suffix.lower() == ".tsv" else "jsonl"
+    if format not in ("jsonl", "tsv"):
+        raise InputError(f"prompt format {format!r} is unknown; use 'jsonl' or 'tsv'")
+    records = read_paper_tsv(path) if format == "tsv" else read_jsonl(path)
+    if not records:
+        raise InputError(f"{path}: no examples (the file is empty or has only blank lines)")
+    if strict:
+        for record in records:
+            if record.error:
+                raise InputError(record.error)
+    return records

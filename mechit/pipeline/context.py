@@ -1,0 +1,85 @@
+"""What every stage of ``mechit compare`` sees: the options of a comparison and the run context.
+
+>>> Options().fingerprint()["n_words"]
+3000
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SMALL_MODEL_PARAMETERS = 20_000_000
+
+
+def sha256(text: str | bytes) -> str:
+    """Hex SHA-256 of a text (UTF-8) or bytes.
+
+    >>> sha256("")[:12]
+    'e3b0c44298fc'
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()
+
+
+
+@dataclass
+class Options:
+    """Knobs of a comparison; the defaults keep the organism run within minutes on 2 cores.
+
+    ``None`` means "choose from the model": ``n_components`` = min(300, d_model, d_mlp - 1),
+    ``rotation_k`` = min(50, n_components), ``head_layer_group`` = max(1, n_layers // 4)
+    (the paper's 8 for 32 layers; the verb shift is also reported over all layers).
+    ``ffn_layer_group`` is the paper's 4 layers per group.
+    ``words`` is the word list for heads and FFN (default: the organism's vocabulary for
+    the organism, else ``n_words`` frequent English words). ``threads``: torch threads
+    during the run; None = 1 for models under :data:`SMALL_MODEL_PARAMETERS` parameters
+    (their matrices are too small to gain from threads, and extra threads on a busy
+    machine slow them down many times), else torch's default.
+    """
+
+    max_new_tokens: int = 32
+    response: str = "generate"
+    n_words: int = 3000
+    words: Sequence[str] | None = None
+    head_top_k: int = 100
+    head_method: str = "qk-dims"
+    similarity: str | None = None
+    n_components: int | None = None
+    concept_top_k: int = 50
+    rotation_k: int | None = None
+    head_layer_group: int | None = None
+    ffn_layer_group: int = 4
+    n_attention_heads: int = 4
+    seed: int = 0
+    threads: int | None = None
+
+    def fingerprint(self) -> dict:
+        """The options that change results, as JSON-able values (word lists by hash)."""
+        values = asdict(self)
+        values.pop("threads")
+        words = values.pop("words")
+        values["words_sha256"] = None if words is None else sha256("\n".join(words))
+        return values
+
+
+@dataclass
+class Context:
+    """What every stage sees: the loaded pair, the prompt records, options and DIR."""
+
+    pair: Any
+    records: list[dict]
+    options: Options
+    out: Path
+    organism: bool
+    tick: Callable[[str], None] = field(default=lambda label: None)
+    advance: Callable[[float], None] = field(default=lambda units: None)
+    progress: bool = True
+
+    def model_items(self) -> Iterator[tuple[str, Any]]:
+        """("base", model), ("tuned", model)."""
+        yield "base", self.pair.base
+        yield "tuned", self.pair.tuned

@@ -1,0 +1,287 @@
+"""The stages of ``mechit compare``: each calls the analyses on both models and returns its tables.
+
+A stage is a function ``run(ctx) -> dict[name, DataFrame]`` of a
+:class:`mechit.pipeline.context.Context`; :mod:`mechit.pipeline.run` writes every returned table to
+``DIR/<name>.parquet`` and records the stage as finished. Stages hold no analysis logic:
+they choose inputs and options, call the analysis modules, and tag rows with the model
+("base" / "tuned"). ``ctx.tick(label)`` advances the overall progress bar by one step;
+:func:`stage_plan` gives each stage's steps and their expected costs (for the ETA).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import pandas as pd
+
+from mechit.pipeline.context import Context
+
+
+def _tag(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    return frame.assign(model=model)[["model"] + [c for c in frame.columns if c != "model"]]
+
+
+def _words(ctx: Context) -> list[str]:
+    """The word list for heads and FFN: given, the organism's vocabulary, or frequent English words."""
+    if ctx.options.words is not None:
+        return list(ctx.options.words)
+    if ctx.organism:
+        from mechit.organism import vocabulary
+
+        return list(vocabulary())
+    from mechit.data.wordlists import frequent_words
+
+    return list(frequent_words(ctx.options.n_words))
+
+
+def _layer_group(ctx: Context, given: int | None) -> int:
+    return given or max(1, ctx.pair.base.cfg.n_layers // 4)
+
+
+def _chat(ctx: Context) -> bool:
+    """Wrap prompts in the chat template when both tokenizers have one (the organism's do), for both models alike."""
+    return all(getattr(model.tokenizer, "chat_template", None) for _, model in ctx.model_items())
+
+
+# ---------------------------------------------------------------------------- attribution
+
+
+def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
+    """Attribution of every prompt under both models, resumable per example, plus statistics.
+
+    Runs :func:`mechit.attribution.dataset.attribute_dataset` into ``DIR`` (records under
+    ``DIR/records``, raw matrices under ``DIR/tensors``; a rerun skips finished examples)
+    with the model names "base" and "tuned". Tables: attribution_examples,
+    attribution_tokens and attribution_stats (:func:`mechit.stats.compare_models` tuned vs
+    base, and followed vs not followed when prompts carry labels).
+
+    >>> tables = run_attribution(ctx)                 # doctest: +SKIP
+    >>> tables["attribution_stats"].query("group == '(all)'")   # doctest: +SKIP
+    """
+    from mechit.attribution.dataset import attribute_dataset
+    from mechit.stats import compare_labels, compare_models
+
+    o = ctx.options
+    models = dict(ctx.model_items())
+    with _count_finished_examples(ctx, list(models)):
+        summary = attribute_dataset(
+            list(models), _prompt_records(ctx.records), ctx.out, response=o.response, loader=models.__getitem__,
+            max_new_tokens=o.max_new_tokens, chat_template=_chat(ctx), progress=ctx.progress,
+        )
+    ctx.tick(f"attribution ({summary['done']} done, {summary['failed']} failed, {summary['empty']} empty)")
+    examples = pd.read_parquet(ctx.out / "attribution_examples.parquet")
+    tokens = pd.read_parquet(ctx.out / "attribution_tokens.parquet")
+    stats = pd.concat([compare_models(examples, "base", "tuned", seed=o.seed),
+                       compare_labels(examples, seed=o.seed)], ignore_index=True)
+    ctx.tick("statistics")
+    prompts = pd.DataFrame({
+        "id": [r["id"] for r in ctx.records], "group": [r.get("group") for r in ctx.records],
+        "prompt": [r["prompt"] for r in ctx.records], "reference": [r.get("response") for r in ctx.records],
+        "instruction_spans": [[list(s) for s in r.get("instruction_spans") or ()] for r in ctx.records],
+    })
+    return {"attribution_prompts": prompts, "attribution_examples": examples, "attribution_tokens": tokens,
+            "attribution_stats": stats}
+
+
+@contextmanager
+def _count_finished_examples(ctx: Context, names: list[str], every: float = 1.0):
+    """While the block runs, advance the overall bar by each (model, example) record the
+    store holds (checked every ``every`` seconds from a background thread)."""
+    from mechit.store import RecordStore
+
+    store = RecordStore(ctx.out)
+    stop = threading.Event()
+
+    def watch() -> None:
+        shown = 0
+        while not stop.wait(every):
+            done = sum(store.done(name, r["id"]) for name in names for r in ctx.records)
+            ctx.advance(done - shown)
+            shown = done
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _prompt_records(records: list[dict]):
+    """:class:`mechit.data.prompts.PromptRecord` objects from prompt dicts (the JSONL schema)."""
+    from mechit.data.prompts import PromptRecord
+
+    fields = ("id", "prompt", "response", "group", "label", "source", "error")
+    return [PromptRecord(**{k: r[k] for k in fields if k in r},
+                         instruction_spans=tuple(tuple(s) for s in r.get("instruction_spans") or ()))
+            for r in records]
+
+
+# ---------------------------------------------------------------------------- heads
+
+
+def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
+    """QK word pairs of every head of both models, the instruction-verb shift, the instruction
+    attention mass, and the attention patterns of the heads that changed most.
+
+    >>> run_heads(ctx)["head_shift"]                  # doctest: +SKIP
+    """
+    from mechit.heads.shift import head_change_scores, head_shift
+    from mechit.heads.pairs import head_pairs
+
+    o = ctx.options
+    words = _words(ctx)
+    pairs = {}
+    for name, model in ctx.model_items():
+        pairs[name] = head_pairs(model, words, method=o.head_method, top_k=o.head_top_k, similarity=o.similarity,
+                                 progress=ctx.progress)
+        ctx.tick(f"head pairs {name}")
+    n_layers = ctx.pair.base.cfg.n_layers
+    shift = head_shift(pairs["base"], pairs["tuned"], layer_group=_layer_group(ctx, o.head_layer_group))
+    overall = head_shift(pairs["base"], pairs["tuned"], layer_group=n_layers)
+    changes = head_change_scores(pairs["base"], pairs["tuned"])
+    ctx.tick("verb shift")
+    mass = _instruction_attention_mass(ctx)
+    ctx.tick("instruction attention")
+    changed = top_changed_heads(changes, o.n_attention_heads)
+    patterns, tokens = _attention_patterns(ctx, changed)
+    ctx.tick("attention patterns")
+    return {
+        "head_pairs": pd.concat([_tag(f, n) for n, f in pairs.items()], ignore_index=True),
+        "head_shift": shift,
+        "head_shift_overall": overall,
+        "head_changes": changes,
+        "instruction_attention": mass,
+        "attention_patterns": patterns,
+        "attention_tokens": tokens,
+    }
+
+
+def _instruction_attention_mass(ctx: Context) -> pd.DataFrame:
+    """Share of attention from response to instruction tokens per layer and head, both models."""
+    from mechit.heads.attention import instruction_attention
+
+    frames = [_tag(instruction_attention(model, ctx.records, chat_template=_chat(ctx), progress=ctx.progress), name)
+              for name, model in ctx.model_items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def top_changed_heads(changes: pd.DataFrame, n: int) -> list[tuple[int, int]]:
+    """The ``n`` (layer, head) that changed most: largest ``|shift|``, then largest total count change.
+
+    >>> changes = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 0], "shift": [0.0, -0.5, 0.0],
+    ...                         "instruction_change": [0, -2, 3], "general_change": [1, 0, 0]})
+    >>> top_changed_heads(changes, 2)
+    [(0, 1), (1, 0)]
+    """
+    order = changes.assign(
+        _shift=changes["shift"].abs(),
+        _total=changes["instruction_change"].abs() + changes["general_change"].abs(),
+    ).sort_values(["_shift", "_total", "layer", "head"], ascending=[False, False, True, True], kind="stable")
+    return [(int(r.layer), int(r.head)) for r in order.head(n).itertuples()]
+
+
+def _pattern_prompt(ctx: Context) -> tuple[str, list]:
+    """The prompt whose attention is shown: the first record (its text and spans)."""
+    record = ctx.records[0]
+    return record["prompt"], [tuple(s) for s in record.get("instruction_spans") or []]
+
+
+def _attention_patterns(ctx: Context, heads: list[tuple[int, int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Attention patterns of ``heads`` on one prompt, both models (:func:`mechit.views.attention_patterns`), tidy.
+
+    Returns (patterns: model, layer, head, query, key, weight over the causal triangle;
+    tokens: position, token, text — the token as the tokenizer writes it back, e.g. " white").
+    """
+    import torch
+
+    from mechit.views.heads import attention_patterns as patterns_of
+
+    prompt, _ = _pattern_prompt(ctx)
+    layers = sorted({layer for layer, _ in heads})
+    rows, tokens, texts = [], [], []
+    for name, model in ctx.model_items():
+        tokens, patterns = patterns_of(model, prompt, layers=layers, chat_template=_chat(ctx))
+        texts = [model.tokenizer.convert_tokens_to_string([t]) for t in tokens]
+        for layer, head in heads:
+            pattern = patterns[layer][head]  # (query, key)
+            q, k = torch.tril_indices(pattern.shape[0], pattern.shape[1])
+            rows.append(pd.DataFrame({"model": name, "layer": layer, "head": head, "query": q.numpy(),
+                                      "key": k.numpy(), "weight": pattern[q, k].numpy()}))
+    columns = ["model", "layer", "head", "query", "key", "weight"]
+    return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns),
+            pd.DataFrame({"position": range(len(tokens)), "token": tokens, "text": texts}))
+
+
+# ---------------------------------------------------------------------------- ffn
+
+
+def _n_components(ctx: Context) -> int:
+    """Components per layer: the option, else min(300, d_model, d_mlp - 1) (the centred rank bound)."""
+    cfg = ctx.pair.base.cfg
+    return ctx.options.n_components or min(300, cfg.d_model, cfg.d_mlp - 1)
+
+
+def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
+    """Concepts of every FFN layer of both models, their labels, and the rotation between them.
+
+    >>> run_ffn(ctx)["ffn_rotation"]                  # doctest: +SKIP
+    """
+    from mechit.ffn.concepts import ffn_concepts
+    from mechit.ffn.rotation import ffn_rotation
+    from mechit.ffn.labels import label_concepts, label_proportions, label_table
+
+    o = ctx.options
+    words = _words(ctx)
+    k = _n_components(ctx)
+    concepts = []
+    for name, model in ctx.model_items():
+        concepts.append(_tag(ffn_concepts(model, n_components=k, top_k=o.concept_top_k, words=words,
+                                         progress=ctx.progress), name))
+        ctx.tick(f"concepts {name}")
+    concepts = pd.concat(concepts, ignore_index=True)
+    labels = label_concepts(concepts, progress=ctx.progress)
+    proportions = label_proportions(labels, group_size=o.ffn_layer_group)
+    ctx.tick("labels")
+    rotation = ffn_rotation(ctx.pair, k=o.rotation_k or min(50, k), top_k=o.concept_top_k, words=words,
+                            progress=ctx.progress)
+    ctx.tick("rotation")
+    return {
+        "ffn_concepts": concepts,
+        "ffn_labels": labels,
+        "ffn_label_proportions": proportions,
+        "ffn_label_table": label_table(labels),
+        "ffn_rotation": rotation.summary,
+        "ffn_angles": rotation.angles,
+        "ffn_neurons": rotation.neurons,
+        "ffn_matches": rotation.matches,
+        "ffn_changed": rotation.changed,
+    }
+
+
+STAGE_RUNNERS: dict[str, Callable[[Context], dict[str, pd.DataFrame]]] = {
+    "attribution": run_attribution,
+    "heads": run_heads,
+    "ffn": run_ffn,
+}
+
+def stage_plan(stage: str, n_records: int, n_layers: int, n_heads: int) -> list[float]:
+    """The expected cost of each progress step of ``stage``, in the order the stage ticks.
+
+    The unit is roughly one attributed example; the weights only shape the ETA of the
+    overall bar (measured on the organism: an example, one head's pairs and 1/3 of a
+    prompt's attention pass cost about the same).
+
+    >>> stage_plan("attribution", n_records=10, n_layers=4, n_heads=8)
+    [20, 1]
+    """
+    heads = n_layers * n_heads
+    plans = {
+        "attribution": [2 * n_records, 1],
+        "heads": [heads, heads, 1, 0.3 * n_records, 1],
+        "ffn": [2 * n_layers, 2 * n_layers, 1, 2 * n_layers],
+    }
+    return plans[stage]

@@ -1,0 +1,207 @@
+"""The paper's three findings, measured on a pair: headline numbers and plain verdicts.
+
+:func:`headline` reads the tables that ``mechit compare`` wrote in ``DIR`` and returns
+``{"headline": {...numbers...}, "findings": [...]}``; ``summary.json`` and the report
+show them. Each finding is a dict: key, title, measured (one sentence with the numbers),
+verdict (plain words), holds (True / False / None when its stage has not run), and the
+numbers it quotes. A finding holds when the difference points the paper's way with a
+one-sided p below :data:`ALPHA`.
+
+1. **Attribution** (PAPER §1.6): the tuned model's instruction score exceeds the base
+   model's on the same prompts (Welch one-sided p, paired bootstrap interval of the
+   difference; :mod:`mechit.stats`).
+2. **Heads** (PAPER §2.6): over all heads, the fraction of heads where tuning raised a
+   verb's count is higher for instruction verbs than for general verbs (Welch;
+   :mod:`mechit.heads.shift`).
+3. **FFN** (PAPER §3.3): the tuned model holds a larger share of concepts labelled with a
+   user task (writing, math, coding, translation); one-sided Fisher exact test on concept
+   counts (the offline labeller is deterministic, so the paper's t-test across labelling
+   seeds is undefined). The measured rotation (principal angles, neuron cosines) is quoted
+   beside it.
+
+>>> headline("runs/organism")["findings"][0]["verdict"]     # doctest: +SKIP
+'Holds on this pair: ...'
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ALPHA = 0.05
+USER_TASKS = ("writing", "math", "coding", "translation")
+
+
+def _read(out: Path, name: str) -> pd.DataFrame | None:
+    path = out / f"{name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A number for prose: 3 significant digits, p-values in scientific form when tiny.
+
+    >>> fmt(0.31415), fmt(2.5e-7), fmt(None), fmt(float("nan"))
+    ('0.314', '2.5e-07', 'n/a', 'n/a')
+    """
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    if x != 0 and abs(x) < 10 ** -(digits):
+        return f"{x:.{max(1, digits - 2)}e}"
+    return f"{x:.{digits}g}"
+
+
+def _verdict(diff: float | None, p: float | None, claim: str) -> tuple[bool | None, str]:
+    """(holds, plain verdict) for a difference that the paper predicts to be positive."""
+    if diff is None or not np.isfinite(diff):
+        return None, "Not measured."
+    if diff == 0:
+        return False, "Does not hold on this pair: no difference between the two models."
+    direction_ok = diff > 0
+    significant = p is not None and np.isfinite(p) and p < ALPHA
+    if direction_ok and significant:
+        return True, f"Holds on this pair: {claim} (p < {ALPHA})."
+    if direction_ok:
+        return False, (f"Not shown on this pair: the difference points the paper's way but is not significant "
+                       f"(p = {fmt(p)} ≥ {ALPHA}).")
+    return False, f"Does not hold on this pair: the difference points the other way (p = {fmt(p)})."
+
+
+def _not_run(key: str, title: str, stage: str) -> dict:
+    return {"key": key, "title": title, "measured": f"The {stage} stage has not run.", "verdict": "Not measured.",
+            "holds": None, "numbers": {}}
+
+
+def _finding_attribution(examples: pd.DataFrame | None, stats: pd.DataFrame | None) -> dict:
+    """Finding 1 from attribution_examples and attribution_stats (group "(all)")."""
+    from mechit.stats import ALL, paired_bootstrap_ci
+
+    title = "Instruction tuning makes responses depend on the instruction"
+    if examples is None or stats is None:
+        return _not_run("attribution", title, "attribution")
+    row = stats[(stats["comparison"] == "tuned_vs_base") & (stats["group"] == ALL)]
+    if row.empty:
+        return {**_not_run("attribution", title, "attribution"),
+                "measured": "No prompt was scored by both models."}
+    row = row.iloc[0]
+    numbers = {"n": int(row["n"]), "n_excluded": int(row["n_excluded"]), "tuned_mean": float(row["mean_a"]), "base_mean": float(row["mean_b"]),
+               "diff": float(row["mean_diff"]), "diff_ci": [float(row["ci_low"]), float(row["ci_high"])],
+               "welch_t": float(row["t"]), "p_value": float(row["p_value"])}
+    scored = examples.dropna(subset=["instruction_score"])
+    for model in ("base", "tuned"):
+        values = scored.loc[scored["model"] == model, "instruction_score"].to_numpy(float)
+        numbers[f"{model}_ci"] = list(paired_bootstrap_ci(values, np.zeros_like(values)))
+    groups = stats[(stats["comparison"] == "tuned_vs_base") & (stats["group"] != ALL)]
+    up = int((groups["mean_diff"] > 0).sum())
+    sig = int(((groups["mean_diff"] > 0) & (groups["p_value"] < ALPHA)).sum())
+    numbers.update(groups_up=up, groups_significant=sig, n_groups=int(len(groups)))
+    def ci(pair) -> str:
+        return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
+
+    measured = (
+        f"Instruction score: base {fmt(numbers['base_mean'])} (95 % CI {ci(numbers['base_ci'])}), "
+        f"tuned {fmt(numbers['tuned_mean'])} (95 % CI {ci(numbers['tuned_ci'])}); "
+        f"tuned − base = {numbers['diff']:+.3g} (paired bootstrap 95 % CI {ci(numbers['diff_ci'])}), "
+        f"Welch one-sided p = {fmt(numbers['p_value'])}, n = {numbers['n']} prompts"
+        + (f" ({numbers['n_excluded']} left out: a model gave no scorable response)" if numbers["n_excluded"] else "")
+        + "; "
+        f"higher in {up} of {len(groups)} groups ({sig} significant)."
+    )
+    labelled = stats[(stats["comparison"] == "followed_vs_not_followed") & (stats["group"] == ALL)]
+    for r in labelled.itertuples():
+        measured += (f" Followed vs not followed ({r.model}): {r.mean_diff:+.3g}, p = {fmt(r.p_value)}, n = {r.n}.")
+    holds, verdict = _verdict(numbers["diff"], numbers["p_value"],
+                              "the tuned model's responses rest more on the instruction part of the prompt")
+    return {"key": "attribution", "title": title, "measured": measured, "verdict": verdict, "holds": holds,
+            "numbers": numbers}
+
+
+def _finding_heads(overall: pd.DataFrame | None, per_group: pd.DataFrame | None) -> dict:
+    """Finding 2 from head_shift_overall (one layer group spanning all layers) and head_shift."""
+    title = "Tuned attention heads hold more relations about instruction verbs"
+    if overall is None or overall.empty:
+        return _not_run("heads", title, "heads")
+    row = overall.iloc[0]
+    numbers = {"instruction_mean": float(row["instruction_mean"]), "general_mean": float(row["general_mean"]),
+               "welch_t": float(row["t"]), "p_value": float(row["p_value"]),
+               "n_instruction": int(row["n_instruction"]), "n_general": int(row["n_general"])}
+    groups = per_group if per_group is not None else overall.iloc[:0]
+    up = int((groups["instruction_mean"] > groups["general_mean"]).sum())
+    numbers.update(groups_up=up, n_groups=int(len(groups)))
+    measured = (
+        f"Fraction of heads where tuning raised a verb's count: instruction verbs {fmt(numbers['instruction_mean'])} "
+        f"(n = {numbers['n_instruction']} verbs) vs general verbs {fmt(numbers['general_mean'])} "
+        f"(n = {numbers['n_general']}), Welch one-sided p = {fmt(numbers['p_value'])}; instruction verbs ahead in "
+        f"{up} of {len(groups)} layer groups."
+    )
+    holds, verdict = _verdict(numbers["instruction_mean"] - numbers["general_mean"], numbers["p_value"],
+                              "tuning adds head knowledge about instruction verbs more than about other verbs")
+    return {"key": "heads", "title": title, "measured": measured, "verdict": verdict, "holds": holds,
+            "numbers": numbers}
+
+
+def user_task_test(labels: pd.DataFrame) -> dict:
+    """Counts of user-task concepts per model (task question, first seed) and a one-sided Fisher test.
+
+    >>> labels = pd.DataFrame({"model": ["base"] * 4 + ["tuned"] * 4, "seed": 0, "question": "task",
+    ...                        "label": ["none"] * 4 + ["math", "coding", "writing", "none"]})
+    >>> r = user_task_test(labels)
+    >>> r["base_share"], r["tuned_share"], round(r["p_value"], 4)
+    (0.0, 0.75, 0.0714)
+    """
+    from scipy.stats import fisher_exact
+
+    task = labels[(labels["question"] == "task") & (labels["seed"] == labels["seed"].min())]
+    counts = {}
+    for model in ("base", "tuned"):
+        part = task[task["model"] == model]["label"]
+        counts[model] = (int(part.isin(USER_TASKS).sum()), int(len(part)))
+    (ub, nb), (ut, nt) = counts["base"], counts["tuned"]
+    p = float(fisher_exact([[ut, nt - ut], [ub, nb - ub]], alternative="greater")[1]) if nb and nt else math.nan
+    return {"base_user": ub, "base_n": nb, "tuned_user": ut, "tuned_n": nt,
+            "base_share": ub / nb if nb else math.nan, "tuned_share": ut / nt if nt else math.nan, "p_value": p}
+
+
+def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, angles: pd.DataFrame | None) -> dict:
+    """Finding 3 from ffn_labels, with the rotation (ffn_rotation, ffn_angles) beside it."""
+    title = "The FFN concepts rotate toward user tasks"
+    if labels is None:
+        return _not_run("ffn", title, "ffn")
+    numbers = user_task_test(labels)
+    per_label = labels[labels["question"] == "task"].groupby(["model", "label"]).size().unstack(fill_value=0)
+    shares = per_label.div(per_label.sum(axis=1), axis=0)
+    moves = ", ".join(
+        f"{lab} {shares.loc['base', lab]:.1%} → {shares.loc['tuned', lab]:.1%}"
+        for lab in USER_TASKS if lab in shares.columns and {"base", "tuned"} <= set(shares.index)
+    )
+    measured = (
+        f"Concepts labelled with a user task: base {numbers['base_share']:.1%} ({numbers['base_user']} of "
+        f"{numbers['base_n']}), tuned {numbers['tuned_share']:.1%} ({numbers['tuned_user']} of {numbers['tuned_n']}), "
+        f"one-sided Fisher exact p = {fmt(numbers['p_value'])}" + (f" ({moves})." if moves else ".")
+    )
+    if angles is not None and not angles.empty:
+        numbers["mean_angle_deg"] = float(angles["angle_deg"].mean())
+        numbers["max_angle_deg"] = float(angles["angle_deg"].max())
+        measured += (f" Measured rotation: principal angles between base and tuned FFN subspaces average "
+                     f"{numbers['mean_angle_deg']:.1f}° (largest {numbers['max_angle_deg']:.1f}°)")
+        if rotation is not None and "median_cos_out" in rotation:
+            numbers["median_neuron_cos"] = float(rotation["median_cos_out"].median())
+            measured += f"; median neuron cosine {numbers['median_neuron_cos']:.3f}"
+        measured += "."
+    holds, verdict = _verdict(numbers["tuned_share"] - numbers["base_share"], numbers["p_value"],
+                              "the tuned model's FFN holds more concepts suited to user tasks")
+    return {"key": "ffn", "title": title, "measured": measured, "verdict": verdict, "holds": holds,
+            "numbers": numbers}
+
+
+def headline(out: str | Path) -> dict:
+    """``{"headline": {key: numbers}, "findings": [finding, ...]}`` from the tables in ``out``."""
+    out = Path(out)
+    findings = [
+        _finding_attribution(_read(out, "attribution_examples"), _read(out, "attribution_stats")),
+        _finding_heads(_read(out, "head_shift_overall"), _read(out, "head_shift")),
+        _finding_ffn(_read(out, "ffn_labels"), _read(out, "ffn_rotation"), _read(out, "ffn_angles")),
+    ]
+    return {"headline": {f["key"]: f["numbers"] for f in findings}, "findings": findings}
