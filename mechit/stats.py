@@ -39,17 +39,24 @@ COLUMNS = ["comparison", "model", "group", "n", "n_excluded", "n_a", "n_b", "mea
            "t", "p_value", "ci_low", "ci_high"]
 
 
-def welch_greater(a, b) -> tuple[float, float]:
-    """Welch's t statistic and one-sided p-value for "mean(a) > mean(b)" (NaN when a side has < 2 values).
+def welch(a, b, *, alternative: str = "greater") -> tuple[float, float]:
+    """Welch's t statistic and p-value for mean(a) vs mean(b); the one Welch test of mechit.
 
-    >>> t, p = welch_greater([3.0, 4.0, 5.0], [1.0, 2.0, 3.0])
+    ``alternative``: "greater" (the paper's one-sided "mean(a) > mean(b)", default),
+    "less" or "two-sided". NaN when a side has fewer than 2 values.
+
+    >>> t, p = welch([3.0, 4.0, 5.0], [1.0, 2.0, 3.0])
     >>> round(t, 4), round(p, 4)
     (2.4495, 0.0352)
+    >>> round(welch([3.0, 4.0, 5.0], [1.0, 2.0, 3.0], alternative="less")[1], 4)
+    0.9648
     """
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}")
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2:
         return float("nan"), float("nan")
-    result = scipy_stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    result = scipy_stats.ttest_ind(a, b, equal_var=False, alternative=alternative)
     return float(result.statistic), float(result.pvalue)
 
 
@@ -100,7 +107,7 @@ def _sizes(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def _row(comparison, model, group, a, b, n, ci, diff, excluded):
-    t, p = welch_greater(a, b)
+    t, p = welch(a, b)
     return dict(comparison=comparison, model=model, group=group, n=n, n_excluded=excluded, n_a=len(a), n_b=len(b),
                 mean_a=float(np.mean(a)) if len(a) else float("nan"),
                 mean_b=float(np.mean(b)) if len(b) else float("nan"),

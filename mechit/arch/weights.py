@@ -10,9 +10,13 @@ torch.Size([8, 160, 20])
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+import torch
 
 from mechit.arch.families import family
+from mechit.errors import InputError
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -57,22 +61,36 @@ def _scale(model, module) -> "Float[Tensor, 'd']":
     """Effective multiplicative scale of a norm module (offset + weight), fp32, detached."""
     weight = module.original_component.weight.detach().float()
     if _folded(model):  # compatibility mode already folded it into the next weights
-        import torch
-
         return torch.ones_like(weight)
     return family(model).norm_offset + weight
 
 
 def _block(model, layer: int):
     if not 0 <= layer < model.cfg.n_layers:
-        from mechit.errors import InputError
-
         raise InputError(f"layer {layer} out of range: the model has {model.cfg.n_layers} layers")
     return model.blocks[layer]
 
 
 def _repeat_kv(model, weight: "Float[Tensor, 'Hkv d dh']") -> "Float[Tensor, 'H d dh']":
     return weight.repeat_interleave(model.cfg.n_heads // weight.shape[0], dim=0)
+
+
+def select_indices(name: str, chosen: int | Iterable[int] | None, n: int) -> list[int]:
+    """Check layer or head indices against their count: None -> all, an int -> [int].
+
+    >>> select_indices("layer", 2, 4), select_indices("head", None, 3)
+    ([2], [0, 1, 2])
+    >>> select_indices("layer", [4], 4)
+    Traceback (most recent call last):
+    mechit.errors.InputError: layer [4] out of range: the model has 4 layers (0..3)
+    """
+    if chosen is None:
+        return list(range(n))
+    chosen = [chosen] if isinstance(chosen, int) else list(chosen)
+    bad = [c for c in chosen if not isinstance(c, (int, np.integer)) or not 0 <= c < n]
+    if bad:
+        raise InputError(f"{name} {bad} out of range: the model has {n} {name}s (0..{n - 1})")
+    return [int(c) for c in chosen]
 
 
 def qk_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, 'H d dh'], Float[Tensor, 'H d dh']]":

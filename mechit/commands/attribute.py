@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from mechit.commands.args import add_loading_options
+
 
 def register(subparsers) -> None:
     """Add the ``attribute`` and ``attribute-stats`` subcommands."""
@@ -30,8 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
     p.add_argument("--max-new-tokens", type=int, default=128, help="length limit of generated responses")
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    add_loading_options(p)
     p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
                    help="memory for one chunk of batched gradient products and the cotangents carried with "
                         "them (more: faster, up to a point)")
@@ -60,9 +61,9 @@ def run_attribute(args) -> int:
     import functools
 
     from mechit.attribution.dataset import attribute_dataset
+    from mechit.data.prompts import read_prompts
     from mechit.errors import InputError
     from mechit.models import load_model
-    from mechit.data.prompts import read_prompts
 
     if not (args.L >= 1 and 0 <= args.b < args.L):
         raise InputError(f"-b {args.b} must be in 0..L-1 (-L {args.L}); levels <= b are dropped")

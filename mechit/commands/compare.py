@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from mechit.commands.args import add_loading_options
+
 
 def register(subparsers) -> None:
     """Add the ``compare`` subcommand."""
@@ -32,15 +34,14 @@ def register(subparsers) -> None:
     p.add_argument("--words", type=int, default=3000, metavar="N",
                    help="frequent English words for heads and FFN (non-organism pairs; default: %(default)s)")
     p.add_argument("--no-report", action="store_true", help="write tables and summary.json only")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    add_loading_options(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     """Run the comparison and print where the report is."""
-    from mechit.pipeline.run import Options, compare
     from mechit.errors import InputError
+    from mechit.pipeline.run import Options, compare
 
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--words", args.words)):
         if value < 1:  # checked here: the stage that uses it may start after an hour of attribution

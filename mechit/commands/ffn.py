@@ -17,27 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mechit.commands.args import add_loading_options, parse_indices
+
 DEFAULT_COMPONENTS = 300
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """``"0,2,5-7"`` -> ``[0, 2, 5, 6, 7]``; None -> None (every layer).
-
-    >>> parse_layers("0,2,5-7")
-    [0, 2, 5, 6, 7]
-    """
-    from mechit.errors import InputError
-
-    if text is None:
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-    except ValueError:
-        raise InputError(f"--layers {text!r}: use comma-separated layers and ranges, e.g. 0,2,5-7") from None
-    return out
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +39,7 @@ def register(subparsers) -> None:
         "bottom words of the strongest neurons. Writes concepts.parquet, neurons.parquet, meta.json.",
     )
     p.add_argument("--model", required=True, help="hub id, model directory, .gguf file, organism-base or organism-tuned")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    add_loading_options(p)
     _common(p)
     p.add_argument("--neurons", default="32",
                    help="neurons per layer for the neuron table: N strongest by |W_out row| (default 32) or 'all'")
@@ -73,8 +54,7 @@ def register(subparsers) -> None:
         "Without --base/--tuned: the embedded organism pair.",
     )
     p.add_argument("--base", help="pre-trained model spec (default: organism-base)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    add_loading_options(p)
     p.add_argument("--tuned", help="instruction-tuned model spec (default: organism-tuned)")
     _common(p)
     p.add_argument("--k", type=int, default=50, help="components compared per layer (default 50)")
@@ -96,9 +76,7 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=3, help="retries per label (default 3)")
     p.add_argument("--local-model", help="model spec for --labeller local")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the --local-model's own Python code (transformers trust_remote_code); only for "
-                        "models you trust")
+    add_loading_options(p, what="the --local-model")
     p.add_argument("--seeds", type=int, default=None, help="labelling seeds (default: 1 for lexicon, 5 otherwise)")
     p.add_argument("--max-components", type=int, default=None, help="label only the first N components per layer")
     p.add_argument("--group-size", type=int, default=4, help="layers per layer group (default 4, as the paper)")
@@ -123,7 +101,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """Model-free checks of the arguments, run before any model is loaded."""
     from mechit.errors import InputError
 
-    parse_layers(args.layers)
+    parse_indices(args.layers, "--layers")
     for flag, minimum in (("n_components", 1), ("top_k", 1), ("neuron_k", 1), ("k", 1), ("n_changed", 0)):
         _at_least(getattr(args, flag, None), minimum, "--" + flag.replace("_", "-"))
     neurons = getattr(args, "neurons", "all")
@@ -145,7 +123,7 @@ def _check_against(model, args: argparse.Namespace, words) -> None:
     from mechit.errors import InputError
     from mechit.ffn.concepts import resolve_layers
 
-    resolve_layers(model, parse_layers(args.layers))
+    resolve_layers(model, parse_indices(args.layers, "--layers"))
     d_mlp, d_model = int(model.cfg.d_mlp), int(model.cfg.d_model)
     neurons = getattr(args, "neurons", "all")
     if neurons != "all" and int(neurons) > d_mlp:
@@ -177,7 +155,7 @@ def _write_parquet(frame, path: Path) -> None:
 def _concepts(model, args, out: Path, words) -> int:
     from mechit.ffn.concepts import ffn_concepts
 
-    frame = ffn_concepts(model, parse_layers(args.layers), n_components=_n_components(model, args.n_components),
+    frame = ffn_concepts(model, parse_indices(args.layers, "--layers"), n_components=_n_components(model, args.n_components),
                          top_k=args.top_k, words=words)
     _write_parquet(frame, out / "concepts.parquet")
     return len(frame)
@@ -188,9 +166,9 @@ def run_ffn(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from mechit.arch.weights import mlp_out_weights
     from mechit.ffn.concepts import neuron_tokens, resolve_layers
     from mechit.models import load_model
-    from mechit.arch.weights import mlp_out_weights
     from mechit.store import remove_stale_temporaries, write_json
 
     _check_args(args)
@@ -200,7 +178,7 @@ def run_ffn(args: argparse.Namespace) -> int:
     _check_against(model, args, words)
     n_rows = _concepts(model, args, args.out, words)
     tables = []
-    for layer in tqdm(resolve_layers(model, parse_layers(args.layers)), desc="neurons", unit="layer"):
+    for layer in tqdm(resolve_layers(model, parse_indices(args.layers, "--layers")), desc="neurons", unit="layer"):
         if args.neurons == "all":
             chosen = None
         else:
@@ -218,8 +196,8 @@ def run_ffn(args: argparse.Namespace) -> int:
 
 
 def run_rotation(args: argparse.Namespace) -> int:
-    from mechit.models.pair import load_pair
     from mechit.ffn.rotation import ffn_rotation
+    from mechit.models.pair import load_pair
     from mechit.store import remove_stale_temporaries, write_json
     from mechit.views.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
 
@@ -228,7 +206,7 @@ def run_rotation(args: argparse.Namespace) -> int:
     remove_stale_temporaries(args.out)
     pair = load_pair(args.base, args.tuned, trust_remote_code=args.trust_remote_code)
     _check_against(pair.base, args, words)
-    rotation = ffn_rotation(pair, parse_layers(args.layers), k=args.k, top_k=args.top_k, words=words,
+    rotation = ffn_rotation(pair, parse_indices(args.layers, "--layers"), k=args.k, top_k=args.top_k, words=words,
                             n_changed=args.n_changed)
     rotation.save(args.out)
     for name, model in pair:
@@ -246,7 +224,12 @@ def run_labels(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mechit.errors import InputError
-    from mechit.ffn.labels import label_concepts, label_proportions, label_table, make_labeller
+    from mechit.ffn.labels import (
+        label_concepts,
+        label_proportions,
+        label_table,
+        make_labeller,
+    )
     from mechit.store import remove_stale_temporaries
     from mechit.views.ffn import plot_label_proportions, save_figure
 

@@ -19,21 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _indices(text: str | None) -> list[int] | None:
-    """``"0,2,5-7"`` -> [0, 2, 5, 6, 7]; None stays None."""
-    from mechit.errors import InputError
-
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        try:
-            lo, _, hi = part.strip().partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-        except ValueError:
-            raise InputError(f"cannot read {text!r} as indices: write e.g. 0,2,5-7") from None
-    return out
+from mechit.commands.args import add_loading_options, parse_indices
 
 
 def register(subparsers) -> None:
@@ -52,8 +38,7 @@ def register(subparsers) -> None:
     parser.add_argument("--heads", help="heads to analyse, e.g. 0-2 (default all)")
     parser.add_argument("--top-k", type=int, default=100, help="words per dimension and side (qk-dims) or pairs per head (qk, ov)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    add_loading_options(parser)
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.set_defaults(run=run)
 
@@ -74,15 +59,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mechit.data.wordlists import read_words
     from mechit.heads.pairs import head_knowledge, head_pairs
     from mechit.models import load_model
     from mechit.store import write_json, write_table
-    from mechit.data.wordlists import read_words
 
     if args.threads:
         torch.set_num_threads(args.threads)
     words = read_words(args.words) if args.words else None
-    layers, heads = _indices(args.layers), _indices(args.heads)
+    layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=args.top_k,
                        similarity=args.similarity)
@@ -114,9 +99,9 @@ def _settings(directory: Path) -> dict:
 def run_shift(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from mechit.data.wordlists import read_words
     from mechit.heads.shift import head_change_scores, head_shift, verb_fractions
     from mechit.store import write_table
-    from mechit.data.wordlists import read_words
 
     base, tuned = _read_pairs(args.base, "base"), _read_pairs(args.tuned, "tuned")
     settings = [_settings(args.base), _settings(args.tuned)]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mechit.commands.args import add_loading_options
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,8 +30,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("spec", help="hub id, model directory, .gguf file, organism-base or organism-tuned")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the model's own Python code (transformers trust_remote_code); only for models you trust")
+    add_loading_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -45,8 +46,8 @@ def format_info(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechit.models import load_model
     from mechit.arch.weights import describe
+    from mechit.models import load_model
 
     info = describe(load_model(args.spec, trust_remote_code=args.trust_remote_code))
     print(json.dumps(info, indent=2) if args.json else format_info(info))

@@ -77,7 +77,7 @@ def instruction_attention(
     import torch
     from tqdm.auto import tqdm
 
-    from mechit.heads.pairs import select_indices
+    from mechit.arch.weights import select_indices
     from mechit.tokens import encode, span_mask
 
     records = _records(prompts)

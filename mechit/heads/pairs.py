@@ -508,24 +508,6 @@ def head_knowledge(pairs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- model reading
 
 
-def select_indices(name: str, chosen: int | Iterable[int] | None, n: int) -> list[int]:
-    """Check layer or head indices against their count: None -> all, an int -> [int].
-
-    >>> select_indices("layer", 2, 4), select_indices("head", None, 3)
-    ([2], [0, 1, 2])
-    >>> select_indices("layer", [4], 4)
-    Traceback (most recent call last):
-    mechit.errors.InputError: layer [4] out of range: the model has 4 layers (0..3)
-    """
-    if chosen is None:
-        return list(range(n))
-    chosen = [chosen] if isinstance(chosen, int) else list(chosen)
-    bad = [c for c in chosen if not isinstance(c, (int, np.integer)) or not 0 <= c < n]
-    if bad:
-        raise InputError(f"{name} {bad} out of range: the model has {n} {name}s (0..{n - 1})")
-    return [int(c) for c in chosen]
-
-
 def words_and_vectors(model, words: Sequence[str] | None) -> tuple[list[str], Float[Tensor, "n d_model"]]:
     """The kept words and their input word vectors (:func:`mechit.tokens.word_vectors`);
     ``None`` -> :func:`mechit.tokens.default_words`. Degenerate words are dropped and counted in the log;
@@ -644,8 +626,8 @@ def head_pairs(
     if top_k < 1:
         raise InputError(f"top_k must be at least 1, got {top_k}")
     cfg = model.cfg
-    layer_list = select_indices("layer", layers, cfg.n_layers)
-    head_list = select_indices("head", heads, cfg.n_heads)
+    layer_list = weight_views.select_indices("layer", layers, cfg.n_layers)
+    head_list = weight_views.select_indices("head", heads, cfg.n_heads)
     source = get_similarity(similarity, model) if method == "qk-dims" else None
     kept, vectors = words_and_vectors(model, words)
     categories = pd.Index(kept)

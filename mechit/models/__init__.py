@@ -6,6 +6,6 @@
 """
 
 from mechit.models.loading import ORGANISM_SPECS, load_model, organism_dir, resolve_spec
-from mechit.models.pair import ModelPair, check_pair, load_pair
+from mechit.models.pair import ModelPair, check_pair, load_pair, tag_model
 
-__all__ = ["ORGANISM_SPECS", "ModelPair", "check_pair", "load_model", "load_pair", "organism_dir", "resolve_spec"]
+__all__ = ["ORGANISM_SPECS", "ModelPair", "check_pair", "load_model", "load_pair", "organism_dir", "resolve_spec", "tag_model"]

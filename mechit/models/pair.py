@@ -10,7 +10,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import pandas as pd
 
 from mechit.arch.weights import n_kv_heads
 from mechit.errors import IncompatiblePairError, SpecError
@@ -39,6 +41,30 @@ class ModelPair:
     def __iter__(self) -> Iterator[tuple[str, "TransformerBridge"]]:
         yield "base", self.base
         yield "tuned", self.tuned
+
+    def run(self, analysis: Callable[..., pd.DataFrame], *args, **kwargs) -> pd.DataFrame:
+        """``analysis(model, *args, **kwargs)`` on the base model, then on the tuned one, in one
+        frame whose first column ``model`` says which ("base" or "tuned"): the one pair loop.
+
+        >>> def n_layers(model):
+        ...     return pd.DataFrame({"layers": [model.cfg.n_layers]})
+        >>> pair.run(n_layers)
+           model  layers
+        0   base       6
+        1  tuned       6
+        """
+        frames = [tag_model(analysis(model, *args, **kwargs), name) for name, model in self]
+        return pd.concat(frames, ignore_index=True)
+
+
+def tag_model(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    """``frame`` with a first column ``model`` (the one convention for "which model" in tables).
+
+    >>> tag_model(pd.DataFrame({"x": [1]}), "tuned")
+       model  x
+    0  tuned  1
+    """
+    return frame.assign(model=model)[["model"] + [c for c in frame.columns if c != "model"]]
 
 
 def load_pair(base: "str | Path | None" = None, tuned: "str | Path | None" = None, **kw) -> ModelPair:

@@ -73,7 +73,7 @@ def attention_patterns(model, prompt: str, response: str = "", *, layers=None, c
     """
     import torch
 
-    from mechit.heads.pairs import select_indices
+    from mechit.arch.weights import select_indices
     from mechit.tokens import encode
 
     layer_list = select_indices("layer", layers, model.cfg.n_layers)
@@ -97,7 +97,7 @@ def attention(
     import torch
     from circuitsvis.attention import attention_heads
 
-    from mechit.heads.pairs import select_indices
+    from mechit.arch.weights import select_indices
 
     columns = []
     for name, model in _models(pair):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mechit.cli import main
-from mechit.commands.ffn import parse_layers
+from mechit.commands.args import parse_indices
 from mechit.errors import InputError
 
 WORDS = "the cat sat on mat dog story about write give find make tell please answer question".split()
@@ -21,12 +21,14 @@ def words_file(tmp_path_factory):
     return path
 
 
-def test_parse_layers():
-    assert parse_layers(None) is None
-    assert parse_layers("3") == [3]
-    assert parse_layers("0, 2-4") == [0, 2, 3, 4]
+def test_parse_indices():
+    assert parse_indices(None, "--layers") is None
+    assert parse_indices("3", "--layers") == [3]
+    assert parse_indices("0, 2-4", "--layers") == [0, 2, 3, 4]
     with pytest.raises(InputError, match="--layers 'a'"):
-        parse_layers("a")
+        parse_indices("a", "--layers")
+    with pytest.raises(InputError, match="range 3-1 is empty"):
+        parse_indices("3-1", "--layers")
 
 
 def test_ffn_rotation_and_labels_commands(tiny_pair_dirs, words_file, tmp_path, capsys):

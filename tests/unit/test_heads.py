@@ -362,7 +362,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["heads-shift", "--base", str(tmp_path), "--tuned", str(tmp_path)]) == 2
     assert "no head_pairs.parquet" in capsys.readouterr().err
     assert main(["heads", "--model", "x", "--layers", "a-b", "--out", str(tmp_path)]) == 2
-    assert "cannot read 'a-b' as indices" in capsys.readouterr().err
+    assert "--layers 'a-b': use comma-separated indices" in capsys.readouterr().err
 
 
 def test_default_words_follow_the_model():
