@@ -18,11 +18,18 @@ spans are ``[start, end)`` character offsets into ``prompt``.
 
 **Paper TSV** (``ID\\tPrompt\\tResponse\\tInstruct&Context``): inside a field ``/n`` is a
 newline and ``/t`` a tab; a field wrapped in double quotes has ``""`` for a quote. The
-group is the id without a trailing ``_<number>``. The last column holds instruction
-pieces joined by ``|||``, then ``&&&``, then the context; each non-empty piece (trimmed of
-surrounding whitespace) must occur in the decoded prompt, and its first occurrence is an
-instruction span (spans of pieces that overlap are merged). An empty response field
-means "no reference response".
+last column holds instruction pieces joined by ``|||``, then ``&&&``, then the context.
+Two span conventions (``spans=``):
+
+- ``"authors"`` (the default: reproducing the paper is why one reads this file): each
+  piece marks the whole prompt sentence that contains it, the rule of the authors' loader
+  (:func:`mechit.data.paper.authors_spans`), and the group is the id before its first
+  ``_`` (``user``, ``lima``, ``mtbench``), as the authors grouped their results;
+- ``"literal"``: each non-empty piece (trimmed of surrounding whitespace) must occur in
+  the decoded prompt, and its first occurrence is an instruction span (spans of pieces
+  that overlap are merged); the group is the id without a trailing ``_<number>``.
+
+An empty response field means "no reference response".
 
 >>> from mechit.data.prompts import decode_tsv_field, tsv_group
 >>> decode_tsv_field('"Say ""hi""/nthen/tstop"')
@@ -38,10 +45,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mechit.data.paper import authors_spans, paper_group
 from mechit.errors import InputError
 
 LABELS = (None, "followed", "not_followed")
 TSV_HEADER = ["ID", "Prompt", "Response", "Instruct&Context"]
+SPAN_CONVENTIONS = ("authors", "literal")
 
 
 @dataclass(frozen=True)
@@ -228,12 +237,19 @@ def _first_occurrence_spans(prompt: str, pieces: list[str], where: str):
     return tuple((s, e) for s, e in merged), None
 
 
-def read_paper_tsv(path: str | Path) -> list[PromptRecord]:
-    """Read the paper's released TSV format (see the module docstring).
+def read_paper_tsv(path: str | Path, *, spans: str = "authors") -> list[PromptRecord]:
+    """Read the paper's released TSV format; ``spans`` is "authors" or "literal" (see the module docstring).
 
-    >>> [r.group for r in read_paper_tsv("tests/fixtures/paper_prompts.tsv")][:2]  # doctest: +SKIP
-    ['lima', 'lima']
+    >>> path = Path("p.tsv")
+    >>> _ = path.write_text("ID\\tPrompt\\tResponse\\tInstruct&Context\\n"
+    ...                     "user_task_1\\tSay hi. Be brief./nInput: Bob\\thi\\tSay hi|||Input: Bob&&&\\n")
+    >>> [(r.group, [r.prompt[s:e] for s, e in r.instruction_spans]) for r in read_paper_tsv(path)]
+    [('user', ['Say hi.', 'Bob'])]
+    >>> [(r.group, [r.prompt[s:e] for s, e in r.instruction_spans]) for r in read_paper_tsv(path, spans="literal")]
+    [('user_task', ['Say hi', 'Input: Bob'])]
     """
+    if spans not in SPAN_CONVENTIONS:
+        raise InputError(f"span convention {spans!r} is unknown; use 'authors' or 'literal'")
     path = Path(path)
     lines = iter(_lines(path))
     try:
@@ -259,21 +275,31 @@ def read_paper_tsv(path: str | Path) -> list[PromptRecord]:
         seen[example_id] = number
         where = f"{source}: example {example_id!r}"
         prompt, response, annotation = (decode_tsv_field(f) for f in fields[1:])
-        instruction = annotation.split("&&&", 1)[0]
-        spans, error = _first_occurrence_spans(prompt, instruction.split("|||"), where)
+        if spans == "authors":
+            try:
+                marked, error = authors_spans(prompt, annotation), None
+            except InputError as problem:
+                marked, error = (), f"{where}: field 'Instruct&Context': {problem}"
+        else:
+            marked, error = _first_occurrence_spans(prompt, annotation.split("&&&", 1)[0].split("|||"), where)
         if utf8_problem:
             named = {"Prompt": prompt, "Response": response, "Instruct&Context": annotation, "ID": example_id}
             error = _utf8_error(where, named, utf8_problem)
         record = PromptRecord(
             id=example_id, prompt=prompt, response=response if response.strip() else None,
-            instruction_spans=spans, group=tsv_group(example_id), label=None, source=source, error=error,
+            instruction_spans=marked, group=paper_group(example_id) if spans == "authors" else tsv_group(example_id),
+            label=None, source=source, error=error,
         )
         records.append(_with_check(record))
     return records
 
 
-def read_prompts(path: str | Path, *, format: str = "auto", strict: bool = False) -> list[PromptRecord]:
+def read_prompts(path: str | Path, *, format: str = "auto", strict: bool = False,
+                 spans: str = "authors") -> list[PromptRecord]:
     """Read a prompt set: ``format`` is "jsonl", "tsv" or "auto" (by suffix: ``.tsv`` is the paper TSV).
+
+    ``spans`` is the paper TSV's span convention, "authors" or "literal" (a JSONL file
+    gives its spans as offsets and ignores it).
 
     With ``strict=True`` the first invalid record raises :class:`InputError`; otherwise
     invalid records are returned with ``error`` set.
@@ -287,7 +313,7 @@ def read_prompts(path: str | Path, *, format: str = "auto", strict: bool = False
         format = "tsv" if path.suffix.lower() == ".tsv" else "jsonl"
     if format not in ("jsonl", "tsv"):
         raise InputError(f"prompt format {format!r} is unknown; use 'jsonl' or 'tsv'")
-    records = read_paper_tsv(path) if format == "tsv" else read_jsonl(path)
+    records = read_paper_tsv(path, spans=spans) if format == "tsv" else read_jsonl(path)
     if not records:
         raise InputError(f"{path}: no examples (the file is empty or has only blank lines)")
     if strict:

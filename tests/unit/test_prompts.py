@@ -17,7 +17,7 @@ def write_jsonl(path, rows):
 
 
 def test_tsv_fixture():
-    records = read_prompts(FIXTURE)
+    records = read_prompts(FIXTURE, spans="literal")
     assert [r.id for r in records] == ["lima_1", "lima_2", "selfinstruct_10", "selfinstruct_11"]
     assert [r.group for r in records] == ["lima", "lima", "selfinstruct", "selfinstruct"]
     assert all(r.error is None and r.label is None for r in records)

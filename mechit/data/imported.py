@@ -1,0 +1,233 @@
+"""Attribution results computed elsewhere: the authors' released pickles and a plain safetensors layout.
+
+Each result is one example: the prompt's token strings, the response's token strings and
+a matrix with one row per prompt token and one column per response token
+(:class:`ImportedResult`). Two formats, one file per example named ``<id>.<suffix>``:
+
+- **The authors' release** (``<id>.pkl``): a pickled dict with ``ID``, ``Input`` (the
+  prompt's SentencePiece tokens, ``▁`` for a space, ``<0x0A>`` byte pieces), ``Reference``,
+  ``Output`` (the response's tokens) and ``Explain`` (float32 array, len(Input) x
+  len(Output), levels 0..10). It is read by :class:`ArrayUnpickler`, which admits numpy's
+  array reconstruction and nothing else: any other global is refused with a one-line
+  :class:`~mechit.errors.InputError` naming it, before anything of it runs. This is the one
+  place mechit reads pickle bytes; it never writes any.
+- **Plain safetensors** (``<id>.safetensors``): one 2-D tensor ``levels`` (integer levels)
+  or ``raw`` (attributions before sparsifying), prompt tokens x response tokens, and the
+  metadata keys ``prompt_tokens`` and ``response_tokens``, each a JSON list of strings.
+
+:func:`token_offsets` maps token strings back onto the prompt by character offsets.
+
+>>> import numpy as np, pickle
+>>> _ = Path("ex_1.pkl").write_bytes(pickle.dumps({"ID": "ex_1", "Input": ["▁Say", "▁hi"],
+...     "Output": ["▁hello"], "Reference": "hello", "Explain": np.array([[10.0], [0.0]], np.float32)}))
+>>> result = read_result("ex_1.pkl")
+>>> result.prompt_tokens, result.matrix.shape, result.kind
+(['▁Say', '▁hi'], torch.Size([2, 1]), 'levels')
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechit.errors import InputError
+
+# what numpy's own pickles of an ndarray (protocols 2-5, numpy 1.x and 2.x) refer to
+ALLOWED_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+RESULT_SUFFIXES = (".pkl", ".safetensors")
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_SPECIAL = re.compile(r"^<[^<>\s]+>$")  # <s>, </s>, <unk>: zero width
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """A pickle reader that rebuilds numpy arrays and refuses every other global.
+
+    >>> import os, pickle
+    >>> class Hostile:
+    ...     def __reduce__(self):
+    ...         return (os.system, ("echo hostile",))
+    >>> ArrayUnpickler(io.BytesIO(pickle.dumps(Hostile()))).load()
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: the pickle refers to ...system; only numpy arrays are read from pickles
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise InputError(f"the pickle refers to {module}.{name}; only numpy arrays are read from pickles")
+        return super().find_class(module, name)
+
+
+@dataclass(frozen=True)
+class ImportedResult:
+    """One example's attribution from elsewhere.
+
+    ``matrix``: Float[Tensor, "n_prompt n_response"]; ``kind`` is "levels" (integer levels,
+    as the authors' ``Explain``) or "raw" (to be sparsified). ``source`` is the file.
+    """
+
+    id: str
+    prompt_tokens: list[str]
+    response_tokens: list[str]
+    matrix: Float[Tensor, "n_prompt n_response"]
+    kind: str
+    source: str
+
+
+def _strings(value, where: str, field: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise InputError(f"{where}: field {field!r} must be a list of token strings")
+    return list(value)
+
+
+def _checked(where: str, example_id: str, prompt, response, matrix: Tensor, kind: str) -> ImportedResult:
+    prompt, response = _strings(prompt, where, "prompt tokens"), _strings(response, where, "response tokens")
+    expected = (len(prompt), len(response))
+    if not response and matrix.numel() == 0:  # an empty response: the authors store an empty array
+        matrix = matrix.new_zeros(expected)
+    if tuple(matrix.shape) != expected:
+        raise InputError(f"{where}: the matrix has shape {tuple(matrix.shape)}; expected {expected} "
+                         "(prompt tokens x response tokens)")
+    return ImportedResult(example_id, prompt, response, matrix.float(), kind, where)
+
+
+def _read_pickle(path: Path) -> ImportedResult:
+    try:
+        obj = ArrayUnpickler(io.BytesIO(path.read_bytes())).load()
+    except InputError as refused:
+        raise InputError(f"{path}: {refused}") from None
+    except Exception as error:  # noqa: BLE001 - any damage to the file is the user's to fix
+        raise InputError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
+    missing = [k for k in ("Input", "Output", "Explain") if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise InputError(f"{path}: the pickled dict lacks {', '.join(missing)} (expected ID, Input, Reference, "
+                         "Output, Explain)")
+    matrix = torch.as_tensor(obj["Explain"].astype("float32") if hasattr(obj["Explain"], "astype") else obj["Explain"])
+    return _checked(str(path), str(obj.get("ID", path.stem)), obj["Input"], obj["Output"], matrix, "levels")
+
+
+def _read_safetensors(path: Path) -> ImportedResult:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, keys = handle.metadata() or {}, set(handle.keys())
+        kinds = sorted(keys & {"levels", "raw"})
+        if len(kinds) != 1:
+            raise InputError(f"{path}: holds {sorted(keys)}; expected exactly one of 'levels' or 'raw'")
+        matrix = handle.get_tensor(kinds[0])
+    try:
+        prompt, response = (json.loads(metadata[k]) for k in ("prompt_tokens", "response_tokens"))
+    except (KeyError, json.JSONDecodeError):
+        raise InputError(f"{path}: metadata must hold 'prompt_tokens' and 'response_tokens' as JSON lists "
+                         "of strings") from None
+    return _checked(str(path), metadata.get("id", path.stem), prompt, response, matrix, kinds[0])
+
+
+def read_result(path: str | Path) -> ImportedResult:
+    """Read one result file: ``.pkl`` (the authors' release) or ``.safetensors`` (the plain layout).
+
+    >>> from safetensors.torch import save_file
+    >>> save_file({"raw": torch.tensor([[0.5], [2.0]])}, "ex_2.safetensors",
+    ...           metadata={"prompt_tokens": '["▁Say", "▁hi"]', "response_tokens": '["▁hello"]'})
+    >>> read_result("ex_2.safetensors").kind
+    'raw'
+    """
+    path = Path(path)
+    if path.suffix == ".pkl":
+        return _read_pickle(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    raise InputError(f"{path}: unknown result format; use .pkl (the authors' release) or .safetensors")
+
+
+def result_files(directory: str | Path) -> dict[str, Path]:
+    """``{example id: file}`` of the result files in ``directory`` (id = file name without suffix).
+
+    >>> result_files("missing")
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: --results missing: no such directory
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"--results {directory}: no such directory")
+    files = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix in RESULT_SUFFIXES:
+            if path.stem in files:
+                raise InputError(f"{directory}: example {path.stem!r} has two result files "
+                                 f"({files[path.stem].name}, {path.name}); keep one")
+            files[path.stem] = path
+    if not files:
+        raise InputError(f"--results {directory}: no .pkl or .safetensors result files")
+    return files
+
+
+def _piece_texts(tokens: list[str]) -> list[str]:
+    """The text of each token: ``▁`` is a space, a run of byte pieces is decoded as UTF-8 and
+    given to its first piece (the others get ""), special tokens are empty."""
+    texts, run = [], []
+
+    def flush():
+        if run:
+            texts[run[0][0]] = bytes(b for _, b in run).decode("utf-8", errors="replace")
+            run.clear()
+
+    for i, token in enumerate(tokens):
+        texts.append("")
+        byte = _BYTE_PIECE.match(token)
+        if byte:
+            run.append((i, int(byte.group(1), 16)))
+            continue
+        flush()
+        if not _SPECIAL.match(token):
+            texts[i] = token.replace("▁", " ")
+    flush()
+    return texts
+
+
+def token_offsets(prompt: str, tokens: list[str]) -> list[tuple[int, int]]:
+    """``[start, end)`` in ``prompt`` of each token string; raises InputError when they do not spell it.
+
+    The tokens must spell the prompt with its edge whitespace stripped, with or without
+    the leading space SentencePiece adds. A run of byte pieces shares the range of the
+    characters it spells.
+
+    >>> token_offsets("Say hi!\\n", ["▁Say", "▁hi", "!"])
+    [(0, 3), (3, 6), (6, 7)]
+    >>> token_offsets("a\\nb", ["▁a", "<0x0A>", "b"])
+    [(0, 1), (1, 2), (2, 3)]
+    """
+    texts = _piece_texts(tokens)
+    spelled = "".join(texts)
+    core_start = len(prompt) - len(prompt.lstrip())
+    core = prompt.strip()
+    if spelled == core:
+        start = core_start
+    elif spelled[:1] == " " and spelled[1:] == core:
+        start = core_start - 1
+    else:
+        raise InputError(f"the token strings spell {spelled[:40]!r}..., not the prompt {core[:40]!r}...")
+    offsets, end_of_run = [], None
+    for token, text in zip(tokens, texts):
+        if _BYTE_PIECE.match(token) and not text and end_of_run is not None:
+            offsets.append(end_of_run)  # a later byte piece of one character: the character's range
+            continue
+        end = start + len(text)
+        offsets.append((max(start, 0), max(end, 0)))
+        end_of_run = offsets[-1] if _BYTE_PIECE.match(token) else None
+        start = end
+    return offsets
