@@ -20,6 +20,7 @@ from mechit.errors import MechitError
 COMMAND_MODULES = [
     "info",
     "attribute",
+    "attribute_import",
     "organism",
     "compare",
     "heads",

@@ -59,7 +59,7 @@ class ArrayUnpickler(pickle.Unpickler):
     >>> class Hostile:
     ...     def __reduce__(self):
     ...         return (os.system, ("echo hostile",))
-    >>> ArrayUnpickler(io.BytesIO(pickle.dumps(Hostile()))).load()
+    >>> ArrayUnpickler(io.BytesIO(pickle.dumps(Hostile()))).load()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     mechit.errors.InputError: the pickle refers to ...system; only numpy arrays are read from pickles
@@ -199,6 +199,15 @@ def _piece_texts(tokens: list[str]) -> list[str]:
     return texts
 
 
+def spell(tokens: list[str]) -> str:
+    """The text that token strings spell (``▁`` a space, byte pieces decoded, special tokens empty).
+
+    >>> spell(["<s>", "▁Bon", "jour", "<0x0A>", "<0xC3>", "<0xA9>"])
+    ' Bonjour\\né'
+    """
+    return "".join(_piece_texts(tokens))
+
+
 def token_offsets(prompt: str, tokens: list[str]) -> list[tuple[int, int]]:
     """``[start, end)`` in ``prompt`` of each token string; raises InputError when they do not spell it.
 
@@ -212,7 +221,7 @@ def token_offsets(prompt: str, tokens: list[str]) -> list[tuple[int, int]]:
     [(0, 1), (1, 2), (2, 3)]
     """
     texts = _piece_texts(tokens)
-    spelled = "".join(texts)
+    spelled = "".join(texts)  # as spell(tokens)
     core_start = len(prompt) - len(prompt.lstrip())
     core = prompt.strip()
     if spelled == core:
