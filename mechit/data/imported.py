@@ -27,6 +27,7 @@ a matrix with one row per prompt token and one column per response token
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import pickle
@@ -177,25 +178,19 @@ def result_files(directory: str | Path) -> dict[str, Path]:
 
 
 def _piece_texts(tokens: list[str]) -> list[str]:
-    """The text of each token: ``▁`` is a space, a run of byte pieces is decoded as UTF-8 and
-    given to its first piece (the others get ""), special tokens are empty."""
-    texts, run = [], []
-
-    def flush():
-        if run:
-            texts[run[0][0]] = bytes(b for _, b in run).decode("utf-8", errors="replace")
-            run.clear()
-
-    for i, token in enumerate(tokens):
-        texts.append("")
+    """The text of each token: ``▁`` is a space, special tokens are empty, byte pieces are decoded as
+    UTF-8 in a run: a piece that completes a character spells it, the pieces before it spell ""."""
+    texts, decoder = [], codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for token in tokens:
         byte = _BYTE_PIECE.match(token)
         if byte:
-            run.append((i, int(byte.group(1), 16)))
+            texts.append(decoder.decode(bytes([int(byte.group(1), 16)])))
             continue
-        flush()
-        if not _SPECIAL.match(token):
-            texts[i] = token.replace("▁", " ")
-    flush()
+        texts[-1:] = [texts[-1] + decoder.decode(b"", final=True)] if texts else []
+        decoder.reset()
+        texts.append("" if _SPECIAL.match(token) else token.replace("▁", " "))
+    if texts:
+        texts[-1] += decoder.decode(b"", final=True)
     return texts
 
 
@@ -230,13 +225,11 @@ def token_offsets(prompt: str, tokens: list[str]) -> list[tuple[int, int]]:
         start = core_start - 1
     else:
         raise InputError(f"the token strings spell {spelled[:40]!r}..., not the prompt {core[:40]!r}...")
-    offsets, end_of_run = [], None
-    for token, text in zip(tokens, texts):
-        if _BYTE_PIECE.match(token) and not text and end_of_run is not None:
-            offsets.append(end_of_run)  # a later byte piece of one character: the character's range
-            continue
-        end = start + len(text)
-        offsets.append((max(start, 0), max(end, 0)))
-        end_of_run = offsets[-1] if _BYTE_PIECE.match(token) else None
-        start = end
+    offsets = []
+    for text in texts:  # the leading space SentencePiece adds lies before the prompt: clipped
+        offsets.append((max(start, core_start), max(start + len(text), core_start)))
+        start += len(text)
+    for i in reversed(range(len(tokens) - 1)):  # a byte piece that starts a character takes its range
+        if _BYTE_PIECE.match(tokens[i]) and not texts[i] and _BYTE_PIECE.match(tokens[i + 1]):
+            offsets[i] = offsets[i + 1]
     return offsets
