@@ -28,6 +28,12 @@ def register(subparsers) -> None:
     p.add_argument("--response", choices=["reference", "generate"], default="reference",
                    help="use each example's response (generate where it is null), or always generate greedily")
     p.add_argument("--prompt-format", choices=["auto", "jsonl", "tsv"], default="auto")
+    p.add_argument("--spans", choices=["authors", "literal"], default="authors",
+                   help="paper TSV: the authors' sentence spans and groups (default), or the literal pieces")
+    p.add_argument("--ratings", metavar="FILE", help="the paper's ratings file: labels followed / not followed "
+                                                     "(ratings <= 0 dropped, 1 not followed, >= 2 followed)")
+    p.add_argument("--ratings-model", metavar="NAME", help="its Model name for the (single) --model "
+                                                           "(default: the --model spec)")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
     p.add_argument("--max-new-tokens", type=int, default=128, help="length limit of generated responses")
@@ -75,7 +81,13 @@ def run_attribute(args) -> int:
         if value is not None and value < 1:
             raise InputError(f"{flag} {value}: must be at least 1 (MB)")
     capped = {} if args.max_memory_mb is None else {"max_memory": args.max_memory_mb * 2**20}
-    records = read_prompts(args.prompts, format=args.prompt_format)
+    records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans)
+    if args.ratings:
+        from mechit.data.ratings import label_records, ratings_of, read_ratings
+
+        if len(args.model) != 1:
+            raise InputError("--ratings labels one model's responses: give one --model per run")
+        records = label_records(records, ratings_of(read_ratings(args.ratings), args.ratings_model or args.model[0]))
     summary = attribute_dataset(
         args.model, records, args.out, response=args.response, table_format=args.format,
         chat_template=args.chat_template, max_new_tokens=args.max_new_tokens, L=args.L, b=args.b, p=args.p,

@@ -56,6 +56,7 @@ def test_sentence_rule_details():
     assert [text[s:e] for s, e in sentence_spans(text)] == ["A.", "B?", "C!", "", "Input:x", "D:", "e"]
     # a piece sentence marks the *first* prompt sentence that contains it; Input: is stripped after the match
     assert [text[s:e] for s, e in authors_spans(text, "x|||e&&&")] == ["x", "e"]
+    assert [t[s:e] for t in ["Do it. Do it now."] for s, e in authors_spans(t, "Do it&&&")] == ["Do it."]
     assert authors_spans("Say hi.\nOutput:", "Output:&&&") == ()  # a bare Output: is dropped
     assert authors_spans("Say hi.", "\n\n|||&&&ctx") == ()  # empty piece sentences mark nothing
     with pytest.raises(InputError, match="instruction sentence 'Shout' lies in no sentence"):
