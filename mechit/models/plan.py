@@ -242,12 +242,18 @@ def _gguf_plan(spec: str, path: Path) -> ModelPlan:
         raise SpecError(f"GGUF file {path}: architecture {arch!r} is not supported; mechit loads "
                         f"{', '.join(sorted(GGUF_ARCHITECTURES))}")
     architecture = GGUF_ARCHITECTURES[arch]
-    d_model, n_heads = int(field(f"{arch}.embedding_length")), int(field(f"{arch}.attention.head_count"))
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    return ModelPlan(
-        spec, architecture, FAMILIES[architecture].name, n_layers=int(field(f"{arch}.block_count")), n_heads=n_heads,
-        n_key_value_heads=int(field(f"{arch}.attention.head_count_kv", n_heads)), d_model=d_model,
-        d_head=int(field(f"{arch}.attention.key_length", d_model // n_heads)),
-        d_mlp=int(field(f"{arch}.feed_forward_length")), d_vocab=len(tokens.data) if tokens else 0,
-        parameters=int(sum(t.n_elements for t in reader.tensors)), own_dtype="float32", source="gguf header",
-    )
+    try:
+        d_model, n_heads = int(field(f"{arch}.embedding_length")), int(field(f"{arch}.attention.head_count"))
+        shape = dict(
+            n_layers=int(field(f"{arch}.block_count")), n_heads=n_heads,
+            n_key_value_heads=int(field(f"{arch}.attention.head_count_kv", n_heads)), d_model=d_model,
+            d_head=int(field(f"{arch}.attention.key_length", d_model // n_heads)),
+            d_mlp=int(field(f"{arch}.feed_forward_length")), d_vocab=len(tokens.data) if tokens else 0,
+        )
+    except (TypeError, ValueError):
+        raise SpecError(f"GGUF file {path}: the header lacks the shape fields ({arch}.embedding_length, "
+                        f"{arch}.block_count, ...)") from None
+    return ModelPlan(spec, architecture, FAMILIES[architecture].name, **shape,
+                     parameters=int(sum(t.n_elements for t in reader.tensors)), own_dtype="float32",
+                     source="gguf header")
