@@ -6,7 +6,8 @@ device or a dtype is chosen (docs/loading.md): CUDA when there is one, else the 
 model's own dtype on a GPU and float32 on the CPU. :func:`compute_dtype` is the dtype of
 the numerically delicate steps (softmax of the target probability, norms, SVD and
 eigen-decompositions, similarity thresholds): float32 whatever the model's dtype, float64
-for a float64 model. :func:`free_memory` is what a device has left, for the memory plan.
+for a float64 model. :func:`free_memory` is what a device has left, for the memory plan. Bad names raise ValueError (this base module imports no mechit
+module; :func:`mechit.models.load_model` turns it into a one-line InputError).
 
 Threads: :func:`single_thread` runs small dense work (Gram matrices, ``eigh``, row cosines)
 on one thread.
@@ -44,7 +45,6 @@ from typing import Iterator
 
 import torch
 
-from mechit.errors import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 """dtype names accepted by ``--dtype`` and :func:`choose_dtype` (besides "auto")."""
@@ -63,9 +63,9 @@ def choose_device(device: "str | torch.device | None" = None) -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"--device {device!r}: not a torch device (use cpu, cuda, cuda:1, mps or auto)") from None
+        raise ValueError(f"--device {device!r}: not a torch device (use cpu, cuda, cuda:1, mps or auto)") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        raise ValueError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
     return chosen
 
 
@@ -84,7 +84,7 @@ def choose_dtype(dtype: "str | torch.dtype | None", device: "str | torch.device"
     >>> choose_dtype("int8", "cpu")
     Traceback (most recent call last):
     ...
-    mechit.errors.InputError: --dtype 'int8': use auto, float32, bfloat16, float16 or float64
+    ValueError: --dtype 'int8': use auto, float32, bfloat16, float16 or float64
     """
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -96,7 +96,7 @@ def choose_dtype(dtype: "str | torch.dtype | None", device: "str | torch.device"
             return dtype
         return DTYPES.get(str(dtype).removeprefix("torch."), torch.float32)
     if dtype not in DTYPES:
-        raise InputError(f"--dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
+        raise ValueError(f"--dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
     return DTYPES[dtype]
 
 

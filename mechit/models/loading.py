@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from mechit.errors import SpecError, first_line
+from mechit.errors import InputError, SpecError, first_line
 from mechit.models.gguf import load_gguf
 from mechit.models.plan import ModelPlan, check_fits, plan_from_files
 from mechit.runtime import choose_device, choose_dtype, release_free_memory
@@ -172,9 +172,12 @@ def load_model(
         source = _resolve_hub(source)
     if device_map is not None and device not in (None, "auto"):
         raise SpecError(f"model {str(spec)!r}: pass either --device or --device-map, not both")
-    target = None if device_map is not None else choose_device(device)
     plan = _plan_if_readable(source)
-    dtype = choose_dtype(dtype, target or "cuda", plan.own_dtype if plan else None)
+    try:
+        target = None if device_map is not None else choose_device(device)
+        dtype = choose_dtype(dtype, target or "cuda", plan.own_dtype if plan else None)
+    except ValueError as error:  # a device or dtype name that does not exist
+        raise InputError(str(error)) from None
     if plan is not None:
         check_fits(plan, dtype, target, max_memory)
     if source.kind == "gguf":

@@ -111,7 +111,7 @@ def check_fits(plan: ModelPlan, dtype: torch.dtype, device: "torch.device | None
     >>> check_fits(read_plan("organism-tuned"), torch.float32, torch.device("cpu"), max_memory=2**10)
     Traceback (most recent call last):
     ...
-    mechit.errors.SpecError: model 'organism-tuned' needs 0.00 GiB for its weights in float32 (0.00 B parameters) but --max-memory allows 0.00 GiB; pass --dtype bfloat16, --device-map auto over several GPUs, or a smaller model
+    mechit.errors.SpecError: model 'organism-tuned' needs 0.01 GiB for its weights in float32 (0.00 B parameters) but --max-memory allows 0.00 GiB; pass --dtype bfloat16, --device-map auto over several GPUs, or a smaller model
     """
     need = plan.weight_bytes(dtype)
     if max_memory is not None:
@@ -125,7 +125,7 @@ def check_fits(plan: ModelPlan, dtype: torch.dtype, device: "torch.device | None
         raise SpecError(
             f"model {plan.spec!r} needs {need / GIB:.2f} GiB for its weights in {str(dtype).removeprefix('torch.')} "
             f"({plan.parameters / 1e9:.2f} B parameters) but {where} {have / GIB:.2f} GiB"
-            + ("" if device is None else " free")
+            + ("" if max_memory is not None or device is None else " free")
             + "; pass --dtype bfloat16, --device-map auto over several GPUs, or a smaller model"
         )
 
