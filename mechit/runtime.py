@@ -1,4 +1,13 @@
-"""Runtime settings in one place: threads for small dense work, and memory given back to the OS.
+"""Runtime settings in one place: devices and dtypes, threads for small dense work, and
+memory given back to the OS.
+
+Devices and dtypes: :func:`choose_device` and :func:`choose_dtype` are the one place a
+device or a dtype is chosen (docs/loading.md): CUDA when there is one, else the CPU; the
+model's own dtype on a GPU and float32 on the CPU. :func:`compute_dtype` is the dtype of
+the numerically delicate steps (softmax of the target probability, norms, SVD and
+eigen-decompositions, similarity thresholds): float32 whatever the model's dtype, float64
+for a float64 model. :func:`free_memory` is what a device has left, for the memory plan. Bad names raise ValueError (this base module imports no mechit
+module; :func:`mechit.models.load_model` turns it into a one-line InputError).
 
 Threads: :func:`single_thread` runs small dense work (Gram matrices, ``eigh``, row cosines)
 on one thread.
@@ -28,12 +37,95 @@ True
 from __future__ import annotations
 
 import contextlib
+import os
 import ctypes
 import ctypes.util
 import functools
 from typing import Iterator
 
 import torch
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+"""dtype names accepted by ``--dtype`` and :func:`choose_dtype` (besides "auto")."""
+
+
+def choose_device(device: "str | torch.device | None" = None) -> torch.device:
+    """The device to load on: ``device`` itself, or (None, "auto") CUDA when there is one, else the CPU.
+
+    >>> choose_device("cpu")
+    device(type='cpu')
+    >>> choose_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    True
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r}: not a torch device (use cpu, cuda, cuda:1, mps or auto)") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
+    return chosen
+
+
+def choose_dtype(dtype: "str | torch.dtype | None", device: "str | torch.device", own: "str | torch.dtype | None" = None
+                 ) -> torch.dtype:
+    """The dtype to load weights in: ``dtype`` itself, or (None, "auto") float32 on the CPU and
+    the model's ``own`` dtype (float32 when unknown) elsewhere.
+
+    bfloat16 and float16 matrix products are slow on CPUs, and float32 is what the CPU
+    results were validated in; GPUs run the checkpoint's own dtype at half the memory.
+
+    >>> choose_dtype("auto", "cpu", "bfloat16"), choose_dtype(None, "cuda", "bfloat16")
+    (torch.float32, torch.bfloat16)
+    >>> choose_dtype("bfloat16", "cpu")
+    torch.bfloat16
+    >>> choose_dtype("int8", "cpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --dtype 'int8': use auto, float32, bfloat16, float16 or float64
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if torch.device(device).type == "cpu":
+            return torch.float32
+        dtype = own if own is not None else "float32"
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        return DTYPES.get(str(dtype).removeprefix("torch."), torch.float32)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
+    return DTYPES[dtype]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of numerically delicate steps for a model in ``dtype``: at least float32.
+
+    >>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64)
+    (torch.float32, torch.float64)
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
+def free_memory(device: "str | torch.device") -> int:
+    """Bytes ``device`` has free now: CUDA's free memory, or the memory the OS can give (CPU).
+
+    >>> free_memory("cpu") > 0
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @contextlib.contextmanager

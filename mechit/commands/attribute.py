@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from mechit.commands.args import add_loading_options
+from mechit.commands.args import add_loading_options, loading_kwargs
 
 
 def register(subparsers) -> None:
@@ -42,10 +42,6 @@ def register(subparsers) -> None:
     p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
                    help="memory for one chunk of batched gradient products and the cotangents carried with "
                         "them (more: faster, up to a point)")
-    p.add_argument("--max-memory", dest="max_memory_mb", type=int, default=None, metavar="MB",
-                   help="cap on one example's attribution memory: forward-pass activations plus one chunk of "
-                        "gradient products (chunks shrink to fit); an example that cannot fit is refused "
-                        "(default: no cap)")
     p.add_argument("-L", type=int, default=10, help="number of levels (paper: 10)")
     p.add_argument("-b", type=int, default=7, help="levels <= b are dropped (paper: 7)")
     p.add_argument("-p", type=float, default=4, help="density norm (paper: 4)")
@@ -92,7 +88,7 @@ def run_attribute(args) -> int:
         args.model, records, args.out, response=args.response, table_format=args.format,
         chat_template=args.chat_template, max_new_tokens=args.max_new_tokens, L=args.L, b=args.b, p=args.p,
         method=args.method, memory_budget=args.memory_budget_mb * 2**20, **capped,
-        loader=functools.partial(load_model, trust_remote_code=args.trust_remote_code),
+        loader=functools.partial(load_model, **loading_kwargs(args)),
     )
     print(f"attribute: {len(records)} examples x {len(args.model)} models: "
           f"{summary['done']} done, {summary['failed']} failed, {summary['empty']} empty responses; "

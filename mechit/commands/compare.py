@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from mechit.commands.args import add_loading_options
+from mechit.commands.args import add_loading_options, loading_kwargs
 
 
 def register(subparsers) -> None:
@@ -48,6 +48,6 @@ def run(args) -> int:
             raise InputError(f"{flag} {value}: must be at least 1")
     options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response)
     path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
-                   report=not args.no_report, trust_remote_code=args.trust_remote_code)
+                   report=not args.no_report, **loading_kwargs(args))
     print(f"report: {path}" if path.suffix == ".html" else f"tables: {path}", file=sys.stdout)
     return 0

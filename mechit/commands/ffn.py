@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, parse_indices
+from mechit.commands.args import add_loading_options, loading_kwargs, parse_indices
 
 DEFAULT_COMPONENTS = 300
 
@@ -174,7 +174,7 @@ def run_ffn(args: argparse.Namespace) -> int:
     _check_args(args)
     words = _words(args.words)
     remove_stale_temporaries(args.out)
-    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, **loading_kwargs(args))
     _check_against(model, args, words)
     n_rows = _concepts(model, args, args.out, words)
     tables = []
@@ -204,7 +204,7 @@ def run_rotation(args: argparse.Namespace) -> int:
     _check_args(args)
     words = _words(args.words)
     remove_stale_temporaries(args.out)
-    pair = load_pair(args.base, args.tuned, trust_remote_code=args.trust_remote_code)
+    pair = load_pair(args.base, args.tuned, **loading_kwargs(args))
     _check_against(pair.base, args, words)
     rotation = ffn_rotation(pair, parse_indices(args.layers, "--layers"), k=args.k, top_k=args.top_k, words=words,
                             n_changed=args.n_changed)
@@ -256,8 +256,7 @@ def run_labels(args: argparse.Namespace) -> int:
     elif args.labeller == "local":
         if not args.local_model:
             raise InputError("--labeller local needs --local-model SPEC")
-        labeller = make_labeller("local", model=args.local_model, cache=cache,
-                                 trust_remote_code=args.trust_remote_code)
+        labeller = make_labeller("local", model=args.local_model, cache=cache, **loading_kwargs(args))
     else:
         labeller = make_labeller("lexicon")
     n_seeds = args.seeds or (1 if args.labeller == "lexicon" else 5)

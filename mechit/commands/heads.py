@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, parse_indices
+from mechit.commands.args import add_loading_options, loading_kwargs, parse_indices
 
 
 def register(subparsers) -> None:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     words = read_words(args.words) if args.words else None
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
-    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, **loading_kwargs(args))
     pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=args.top_k,
                        similarity=args.similarity)
     write_table(pairs, args.out / "head_pairs.parquet")

@@ -512,12 +512,12 @@ class LocalModelLabeller:
     """
 
     def __init__(self, model: Any, *, max_new_tokens: int = 8, cache: str | Path | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, **loading):
         if isinstance(model, (str, Path)):
             from mechit.models import load_model
 
             self.spec = str(model)
-            model = load_model(model, trust_remote_code=trust_remote_code)
+            model = load_model(model, trust_remote_code=trust_remote_code, **loading)
         else:
             self.spec = str(getattr(getattr(model, "cfg", None), "model_name", type(model).__name__))
         self.model = model

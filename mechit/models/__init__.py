@@ -5,7 +5,9 @@
 'dir'
 """
 
-from mechit.models.loading import ORGANISM_SPECS, load_model, organism_dir, resolve_spec
+from mechit.models.loading import ORGANISM_SPECS, load_model, organism_dir, read_plan, resolve_spec
+from mechit.models.plan import ModelPlan, check_fits
 from mechit.models.pair import ModelPair, check_pair, load_pair, tag_model
 
-__all__ = ["ORGANISM_SPECS", "ModelPair", "check_pair", "load_model", "load_pair", "organism_dir", "resolve_spec", "tag_model"]
+__all__ = ["ORGANISM_SPECS", "ModelPair", "ModelPlan", "check_fits", "check_pair", "load_model", "load_pair", "organism_dir",
+           "read_plan", "resolve_spec", "tag_model"]

@@ -123,6 +123,7 @@ def load_gguf(path: Path, *, device, dtype, trust_remote_code: bool, **bridge_op
             "(corrupt or truncated file?)"
         ) from error
     hf_model.config.architectures = [GGUF_ARCHITECTURES[arch]]
+    hf_model.to(dtype)  # transformers dequantises to float32 whatever dtype says; the bridge ignores dtype here
     return TransformerBridge.boot_transformers(
         str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code,
         **bridge_options,

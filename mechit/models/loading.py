@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from mechit.errors import SpecError, first_line
+import torch
+
+from mechit.errors import InputError, SpecError, first_line
 from mechit.models.gguf import load_gguf
-from mechit.runtime import release_free_memory
+from mechit.models.plan import ModelPlan, check_fits, plan_from_files
+from mechit.runtime import choose_device, choose_dtype, release_free_memory
 
 if TYPE_CHECKING:
-    import torch
     from transformer_lens.model_bridge import TransformerBridge
 
 ORGANISM_SPECS = ("organism-base", "organism-tuned")
@@ -102,22 +104,49 @@ def resolve_spec(spec: "str | Path") -> Source:
     )
 
 
+def read_plan(spec: "str | Path") -> ModelPlan:
+    """The memory plan of a model (:class:`~mechit.models.plan.ModelPlan`): its shape and
+    parameter count from ``config.json`` and safetensors headers, or a GGUF header, without
+    loading weights. A hub id must be cached.
+
+    >>> plan = read_plan("organism-tuned")
+    >>> plan.n_layers, plan.source
+    (6, 'safetensors headers')
+    """
+    source = resolve_spec(spec)
+    if source.kind == "hub":
+        source = _resolve_hub(source)
+        if source.kind == "hub":
+            raise SpecError(f"model {source.location!r} is not in the local Hugging Face cache: its plan needs "
+                            "config.json; download it first or pass a local directory")
+    return plan_from_files(str(spec), Path(source.location))
+
+
 def load_model(
     spec: "str | Path",
     *,
     device: "str | torch.device | None" = None,
-    dtype: "torch.dtype | None" = None,
+    dtype: "str | torch.dtype | None" = None,
+    device_map: "str | dict | None" = None,
+    max_memory: int | None = None,
     trust_remote_code: bool = False,
     **bridge_options,
 ) -> "TransformerBridge":
-    """Load a model as a TransformerBridge with raw weights, in eval mode.
+    """Load a model as a TransformerBridge with raw weights, in eval mode, after checking
+    that its weights fit.
 
     Args:
         spec: a hub id ("owner/name"), a local Hugging Face directory, a ``.gguf`` file
             (tokenizer and weights both from the file), or "organism-base" /
             "organism-tuned" (the embedded pair).
-        device: torch device; ``None`` lets TransformerLens choose.
-        dtype: torch dtype, default float32 (GGUF weights are dequantised to fp32).
+        device: torch device or "auto"/None (CUDA when there is one, else the CPU;
+            :func:`mechit.runtime.choose_device`).
+        dtype: torch dtype or its name ("float32", "bfloat16", "float16"); "auto"/None is
+            the checkpoint's own dtype on a GPU and float32 on the CPU
+            (:func:`mechit.runtime.choose_dtype`). GGUF weights are dequantised, then cast.
+        device_map: spread the model over several devices through accelerate (e.g. "auto");
+            excludes ``device``. Not for GGUF files.
+        max_memory: bytes the weights may take (default: the device's free memory).
         trust_remote_code: passed to transformers for hub ids and directories.
         **bridge_options: passed to ``TransformerBridge.boot_transformers``.
 
@@ -127,32 +156,53 @@ def load_model(
 
     Raises:
         SpecError: the spec cannot be resolved, the hub is unreachable and the model is
-            not cached, the GGUF architecture is unsupported, or the weights are unreadable.
+            not cached, the GGUF architecture is unsupported, the weights are unreadable,
+            or they do not fit (checked from the config before any weight is read).
 
     A hub id that is cached loads from the cache without contacting the hub; one that is
     not cached fails within a few seconds when ``HF_HUB_OFFLINE`` is set or the hub
     cannot be reached.
 
-    >>> model = load_model("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
-    >>> model.cfg.n_layers                                       # doctest: +SKIP
-    30
+    >>> tuned = load_model("organism-tuned", device="cpu", dtype="bfloat16")
+    >>> tuned.W_E.dtype, tuned.W_E.device.type
+    (torch.bfloat16, 'cpu')
     """
-    import torch
-
     source = resolve_spec(spec)
-    dtype = dtype or torch.float32
     if source.kind == "hub":
         source = _resolve_hub(source)
+    if device_map is not None and device not in (None, "auto"):
+        raise SpecError(f"model {str(spec)!r}: pass either --device or --device-map, not both")
+    plan = _plan_if_readable(source)
+    try:
+        target = None if device_map is not None else choose_device(device)
+        dtype = choose_dtype(dtype, target or "cuda", plan.own_dtype if plan else None)
+    except ValueError as error:  # a device or dtype name that does not exist
+        raise InputError(str(error)) from None
+    if plan is not None:
+        check_fits(plan, dtype, target, max_memory)
     if source.kind == "gguf":
-        model = load_gguf(Path(source.location), device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                           **bridge_options)
+        if device_map is not None:
+            raise SpecError(f"GGUF file {source.location}: --device-map is not supported for GGUF files; use --device")
+        model = load_gguf(Path(source.location), device=target, dtype=dtype, trust_remote_code=trust_remote_code,
+                          **bridge_options)
     else:
-        model = _boot(source, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        model = _boot(source, device=target, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
                       **bridge_options)
     model.eval()
     model.mechit_spec = str(spec)
-    release_free_memory()  # loading frees hundreds of temporaries; see mechit/memory.py
+    release_free_memory()  # loading frees hundreds of temporaries; see mechit/runtime.py
     return model
+
+
+def _plan_if_readable(source: Source) -> "ModelPlan | None":
+    """The plan of a local source; None for an uncached hub id or a config without shape
+    fields (then transformers reports the problem when it loads)."""
+    if source.kind == "hub":
+        return None
+    try:
+        return plan_from_files(source.spec or source.location, Path(source.location))
+    except SpecError:
+        return None
 
 
 def _hub_offline() -> bool:
@@ -210,13 +260,13 @@ def _resolve_hub(source: Source) -> Source:
     return source
 
 
-def _boot(source: Source, *, device, dtype, trust_remote_code: bool, **bridge_options):
+def _boot(source: Source, *, device, dtype, device_map, trust_remote_code: bool, **bridge_options):
     from transformer_lens.model_bridge import TransformerBridge
 
+    placement = {"device": device} if device_map is None else {"device_map": device_map}
     try:
         return TransformerBridge.boot_transformers(
-            source.location, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-            **bridge_options,
+            source.location, dtype=dtype, trust_remote_code=trust_remote_code, **placement, **bridge_options,
         )
     except SpecError:
         raise

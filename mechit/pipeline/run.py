@@ -274,10 +274,12 @@ def compare(
     progress: bool = True,
     report: bool = True,
     trust_remote_code: bool = False,
+    **loading,
 ) -> Path:
     """Run the stages on a base/tuned pair and write tables, ``summary.json`` and ``report.html``.
 
-    ``base``/``tuned``: model specs (see :func:`mechit.models.load_model`); both None is the
+    ``base``/``tuned``: model specs (see :func:`mechit.models.load_model`, which also takes
+    ``loading``: device, dtype, device_map, max_memory); both None is the
     embedded organism pair. ``prompts``: a JSONL prompt file with instruction spans
     (default: the organism's held-out prompts, or the built-in English set for other
     pairs). Cheap checks (specs, prompt file, output directory, free space) run before any
@@ -313,7 +315,7 @@ def compare(
         torch.manual_seed(options.seed)
         bar.stage("load")
         pair = load_pair(None if organism else base_spec, None if organism else tuned_spec,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, **loading)
         torch.set_num_threads(_run_threads(pair.base, options.threads, threads_before))
         cfg = pair.base.cfg
         bar.start([w for stage in todo for w in stage_plan(stage, len(records), cfg.n_layers, cfg.n_heads)] + [1])

@@ -239,7 +239,7 @@ def test_cli_exposes_trust_remote_code_off_by_default(command):
 
 GOOD_PROMPTS = Path(__file__).resolve().parents[1] / "bad_inputs" / "prompts" / "good.jsonl"
 MINIMAL_ARGV = {
-    "info": ["info", "{a}"],
+    "info": ["info", "--load", "{a}"],
     "heads": ["heads", "--model", "{a}", "--out", "{out}"],
     "ffn": ["ffn", "--model", "{a}", "--out", "{out}"],
     "ffn-rotation": ["ffn-rotation", "--base", "{a}", "--tuned", "{b}", "--out", "{out}"],

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole `mechit compare` on the organism, on the GPU and on the CPU; every table compared,
+# one summary line per table, the GPU/CPU attribution time ratio; then the real-model tests on
+# the GPU. Where CUDA is missing it says so and exits 0. Usage: scripts/gpu_check.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${1:-$(mktemp -d)}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check: no CUDA: skipped"
+    exit 0
+fi
+"$PY" -c "import torch; print('gpu_check:', torch.cuda.get_device_name(0), 'torch', torch.__version__)"
+
+for device in cuda cpu; do
+    "$PY" -m mechit.cli compare --out "$OUT/$device" --no-report --device "$device" --dtype float32 >"$OUT/$device.log" 2>&1 \
+        || { echo "gpu_check: compare on $device failed:"; tail -20 "$OUT/$device.log"; exit 1; }
+done
+
+"$PY" - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+out = Path(sys.argv[1])
+worst = 0.0
+for gpu_path in sorted((out / "cuda").glob("*.parquet")):
+    gpu, cpu = pd.read_parquet(gpu_path), pd.read_parquet(out / "cpu" / gpu_path.name)
+    if gpu.shape != cpu.shape or list(gpu.columns) != list(cpu.columns):
+        print(f"{gpu_path.stem:28s} DIFFERENT SHAPE gpu {gpu.shape} cpu {cpu.shape}")
+        continue
+    numeric = gpu.select_dtypes("number").columns
+    other = [c for c in gpu.columns if c not in numeric]
+    same_other = all(gpu[c].astype(str).equals(cpu[c].astype(str)) for c in other)
+    diff = 0.0
+    for c in numeric:
+        a, b = gpu[c].to_numpy(float), cpu[c].to_numpy(float)
+        scale = max(np.nanmax(np.abs(b)) if b.size else 0.0, 1e-30)
+        diff = max(diff, float(np.nanmax(np.abs(a - b)) / scale) if a.size else 0.0)
+    worst = max(worst, diff)
+    print(f"{gpu_path.stem:28s} rows {len(gpu):7d}  max rel diff {diff:.2e}  "
+          f"non-numeric columns {'identical' if same_other else 'DIFFER'}")
+stages = {d: json.loads((out / d / "manifest.json").read_text())["stages"] for d in ("cuda", "cpu")}
+t_gpu, t_cpu = (stages[d].get("attribution", {}).get("seconds") for d in ("cuda", "cpu"))
+ratio = f"{t_gpu / t_cpu:.3f}" if t_gpu and t_cpu else "n/a (no attribution stage in manifest.json)"
+print(f"gpu_check: attribution time gpu {t_gpu} s, cpu {t_cpu} s, GPU/CPU ratio {ratio}; worst table diff {worst:.2e}")
+PY
+
+# load_model's default device is CUDA where there is one: the real-model tests run on the GPU.
+"$PY" -m pytest -q -p no:cacheprovider -m real tests/real
