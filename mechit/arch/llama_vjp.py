@@ -143,7 +143,7 @@ def llama_weights(block) -> LlamaWeights | None:
     params = {name.replace("._original_component", ""): p.detach() for name, p in layer.named_parameters()}
     if not set(params) <= _NAMES or any(p.dtype != torch.float32 for p in params.values()):
         return None
-    attn, mlp = _hf(layer.self_attn), _hf(layer.mlp)
+    attn = _hf(layer.self_attn)
     config = getattr(attn, "config", None)
     if config is None or getattr(config, "hidden_act", None) != "silu" or not hasattr(attn, "scaling"):
         return None
