@@ -9,7 +9,6 @@ import torch
 from mechit.attribution.example import attribute
 from mechit.attribution.blocks import weights_frozen
 from mechit.attribution.grad import gradient_x_input
-from mechit.attribution.reference import gradient_x_input_loop
 from mechit.cli import main
 from mechit.tokens import encode
 from block_memory import block_path_kept_bytes
