@@ -19,15 +19,14 @@ later; the pages stay resident. Two places in mechit leave much of it behind:
 
 - loading a model (GGUF dequantisation and the tokenizer build free a few hundred
   temporary arrays): :func:`mechit.models.load_model` calls :func:`release_free_memory`
-  once at the end, about 20 MB less resident for SmolLM2-135M;
+  once at the end;
 - a forward pass that keeps its autograd graph: each layer frees temporaries between
-  the activations it saves, and glibc reuses few of those holes, about 4 MB per layer
-  for SmolLM2-135M at 233 tokens (115 MB over 30 layers). :func:`trim_hooks` returns
-  forward hooks that release them after every block.
+  the activations it saves, and glibc reuses few of those holes. :func:`trim_hooks`
+  returns forward hooks that release them after every block.
 
-``malloc_trim(0)`` never moves live memory, so tensors and logits are unchanged; a call
-takes about a millisecond (tens of ms when it returns hundreds of MB). Elsewhere than
-glibc (macOS, musl) both do nothing.
+How much each gives back, and what a call costs, is in docs/benchmarks.md.
+``malloc_trim(0)`` never moves live memory, so tensors and logits are unchanged.
+Elsewhere than glibc (macOS, musl) both do nothing.
 
 >>> from mechit.runtime import release_free_memory
 >>> release_free_memory() in (True, False)
@@ -135,6 +134,11 @@ def single_thread() -> Iterator[None]:
     Parallel LAPACK and elementwise kernels gain little at a few hundred rows and, when
     the cores are shared, their threads spin (docs/benchmarks.md, "Threads"). The large
     products (words, vocabulary) keep the caller's thread count.
+
+    >>> with single_thread():
+    ...     inside = torch.get_num_threads()
+    >>> inside
+    1
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -179,6 +183,8 @@ def trim_hooks(model) -> "list[tuple[str, object]]":
     They return the activation unchanged. With them, the resident memory of a forward
     that keeps its graph grows by what the graph holds and not also by the freed holes.
 
-    >>> model.run_with_hooks(ids, fwd_hooks=trim_hooks(model))   # doctest: +SKIP
+    >>> ids = torch.tensor([[1, 5, 6, 7]])
+    >>> torch.equal(model.run_with_hooks(ids, fwd_hooks=trim_hooks(model)), model(ids))
+    True
     """
     return [(f"blocks.{layer}.hook_resid_post", _release_hook) for layer in range(model.cfg.n_layers)]

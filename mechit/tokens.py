@@ -30,7 +30,6 @@ tensor([ True, False, False, False])
 
 from __future__ import annotations
 
-import numbers
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 import mechit.arch.weights as weight_views
+from mechit.data.spans import validate_spans
 from mechit.data.wordlists import frequent_words, validate_words
 from mechit.errors import InputError
 from mechit.models import ORGANISM_SPECS, organism_dir
@@ -233,45 +233,13 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
     )
 
 
-def validate_spans(spans, prompt_length: int) -> list[tuple[int, int]]:
-    """Check instruction spans against a prompt of ``prompt_length`` characters.
-
-    Each span is a pair of ints with 0 <= start <= end <= prompt_length (half-open).
-    Raises InputError naming the first bad span.
-
-    >>> validate_spans([[0, 4]], 10)
-    [(0, 4)]
-    >>> validate_spans([(5, 2)], 10)
-    Traceback (most recent call last):
-    ...
-    mechit.errors.InputError: span 0 (5, 2): start > end
-    """
-    checked = []
-    for k, span in enumerate(spans):
-        try:
-            start, end = span
-        except (TypeError, ValueError):
-            raise InputError(f"span {k} {span!r}: expected a pair [start, end)") from None
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (start, end)):
-            raise InputError(f"span {k} {span!r}: start and end must be integers")
-        start, end = int(start), int(end)
-        if start > end:
-            raise InputError(f"span {k} ({start}, {end}): start > end")
-        if start < 0 or end > prompt_length:
-            raise InputError(
-                f"span {k} ({start}, {end}) lies outside the prompt (characters 0..{prompt_length})"
-            )
-        checked.append((start, end))
-    return checked
-
-
 def span_mask(encoded: Encoded, spans: Sequence[tuple[int, int]]) -> "Bool[Tensor, 'n']":
     """Mask over the prompt positions: True where a token overlaps an instruction span.
 
     ``spans`` are half-open character ranges [start, end) of ``encoded.prompt``. Rule: a
     token is in when its characters, leading whitespace excluded, overlap a span (so
-    tokens straddling a span edge are in). Raises InputError for spans outside the prompt
-    or with start > end.
+    tokens straddling a span edge are in). Raises InputError for spans that break the rule
+    of :mod:`mechit.data.spans` (empty, overlapping, or outside the prompt).
 
     >>> enc = encode(tokenizer, "Translate this: the cat")           # doctest: +SKIP
     >>> span_mask(enc, [(0, 14)])                                    # doctest: +SKIP

@@ -13,13 +13,12 @@ def block_path_kept_bytes(model, ids, response_positions) -> int:
     buffers, the block input and its rotary tables excluded)."""
     from dataclasses import fields
 
-    import mechit.attribution.grad as grad
-    from mechit.attribution.blocks import block_primal
+    from mechit.attribution.blocks import block_primal, weights_frozen
     from mechit.arch.llama_vjp import llama_forward, llama_weights
     from mechit.arch.families import family
 
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    with grad._weights_frozen(model):
+    with weights_frozen(model):
         primal = block_primal(model, ids, response_positions)
         inputs = sum(x.untyped_storage().nbytes() for x, _, _ in primal.inputs)
         biggest = 0

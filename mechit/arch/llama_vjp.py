@@ -5,7 +5,7 @@ Autograd's batched products through a block (``is_grads_batched``) always run ov
 whole sequence and spend about a quarter of their time in small elementwise kernels.
 For a block of the Llama family (``Family.block_vjp``: pre-RMSNorm, rotary
 attention with grouped KV heads, SiLU-gated MLP) the products here give the same values
-(within float32 rounding, ~2e-7 of the largest entry) with less work:
+(within float32 rounding; tests/unit/arch/test_llama_vjp.py) with less work:
 
 - **causal truncation**: the cotangent of a response token whose logits come from
   position ``t`` is exactly zero after ``t`` at every layer (causal attention), so a chunk
@@ -27,9 +27,18 @@ the caller uses autograd. Only float32 models in eval mode take this path.
 Shapes: S positions, d = d_model, f = d_mlp, H query heads, K KV heads, G = H / K,
 h = head_dim, C cotangents.
 
->>> out = llama_pull_back(block, x, kwargs, block_output, cotangents, rows, chunk=4)  # doctest: +SKIP
->>> out.shape                                                                         # doctest: +SKIP
-torch.Size([C, 1, S, d])
+The organism's model is a Llama: recompute its first block on some input and pull two
+cotangents back through it.
+
+>>> block = model.blocks[0]
+>>> x = torch.randn(1, 5, model.cfg.d_model)
+>>> cos, sin = model.original_model.model.rotary_emb(x, torch.arange(5)[None])
+>>> kwargs = {"position_embeddings": (cos, sin)}
+>>> output, _ = llama_forward(llama_weights(block), x[0], cos[0], sin[0])
+>>> cotangents = torch.zeros(2, 1, 5, model.cfg.d_model)
+>>> cotangents[:, 0, :3] = 1.0  # zero from position 3 on
+>>> llama_pull_back(block, x, kwargs, output[None], cotangents, torch.tensor([3, 3]), chunk=1).shape
+torch.Size([2, 1, 5, 160])
 """
 
 from __future__ import annotations
@@ -143,7 +152,7 @@ def llama_weights(block) -> LlamaWeights | None:
     params = {name.replace("._original_component", ""): p.detach() for name, p in layer.named_parameters()}
     if not set(params) <= _NAMES or any(p.dtype != torch.float32 for p in params.values()):
         return None
-    attn, mlp = _hf(layer.self_attn), _hf(layer.mlp)
+    attn = _hf(layer.self_attn)
     config = getattr(attn, "config", None)
     if config is None or getattr(config, "hidden_act", None) != "silu" or not hasattr(attn, "scaling"):
         return None

@@ -2,10 +2,9 @@
 block recomputed once and its vector-Jacobian products taken for all response tokens.
 
 The whole-graph path (:func:`mechit.attribution.grad.gradient_x_input` with the graph of
-every block kept) holds the saved activations of all layers at once, about 285 MB for
-SmolLM2-135M at 233 tokens. Here the forward pass keeps only each block's input
-(``n_layers * seq * d_model`` values, 16 MB there), then, from the last block to the
-first:
+every block kept) holds the saved activations of all layers at once (sizes measured on
+SmolLM2-135M are in docs/benchmarks.md). Here the forward pass keeps only each block's
+input (``n_layers * seq * d_model`` values), then, from the last block to the first:
 
 1. the block runs again on its saved input, with autograd on (one block's graph);
 2. the cotangents of all response tokens at the block's output are pulled back to its
@@ -19,28 +18,30 @@ block ``l``'s output, the embeddings reach the blocks only through the first blo
 input, and the final norm and unembedding see only the last block's output.
 :func:`block_primal` checks all three during its forward pass and returns None when one
 fails (a model that feeds embeddings to every layer, for one); the caller then uses the
-whole-graph path.
+whole-graph path. How a block is called and what it returns is an architecture fact
+(:mod:`mechit.arch.block_calls`); hand-written products come from the family table.
 
->>> primal = block_primal(model, ids, response_positions)          # doctest: +SKIP
->>> raw = block_reverse(model, primal, prompt_positions, chunk=4)  # doctest: +SKIP
->>> raw.shape                                                        # doctest: +SKIP
-torch.Size([n_prompt, n_response])
+>>> from mechit.tokens import encode
+>>> enc = encode(model.tokenizer, "Translate to Zel: the cat", " ka mira")
+>>> with weights_frozen(model):
+...     primal = block_primal(model, enc.input_ids, enc.response_positions)
+...     raw = block_reverse(model, primal, enc.prompt_positions, chunk=4)
+>>> raw.shape  # (n_prompt, n_response)
+torch.Size([6, 4])
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechit.arch.block_calls import block_input, block_output, with_block_input, with_block_output
 from mechit.arch.families import family
-
-# Keyword arguments of a block call that belong to the generation cache: dropped (and a
-# cache passed positionally replaced by None) when a block is recomputed, so recomputing
-# appends nothing to a cache.
-_CACHE_KWARGS = frozenset({"past_key_values", "past_key_value", "layer_past", "use_cache"})
 
 
 @dataclass
@@ -64,20 +65,33 @@ class BlockPrimal:
     last: Float[Tensor, "1 seq d"]
 
 
+@contextmanager
+def weights_frozen(model) -> Iterator[None]:
+    """Parameters stop requiring grad for the duration (restored after): autograd then keeps
+    no activations that only weight gradients would need.
+
+    >>> with weights_frozen(model):
+    ...     frozen = any(p.requires_grad for p in model.parameters())
+    >>> frozen, all(p.requires_grad for p in model.parameters())
+    (False, True)
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def at_least_fp32(t: Tensor) -> Tensor:
-    """``t`` in float32, or in its own dtype if wider (float64)."""
+    """``t`` in float32, or in its own dtype if wider (float64).
+
+    >>> at_least_fp32(torch.ones(1, dtype=torch.bfloat16)).dtype, at_least_fp32(torch.ones(1, dtype=torch.float64)).dtype
+    (torch.float32, torch.float64)
+    """
     return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _is_cache(value) -> bool:
-    """Whether ``value`` is a generation cache (GPT-2 blocks get theirs positionally)."""
-    from transformers.cache_utils import Cache
-
-    return isinstance(value, Cache)
-
-
-def _first_tensor(output) -> Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tensor, " m"]
@@ -88,6 +102,14 @@ def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[
     receives a detached input and nothing inside it is recorded. A hook on
     ``unembed.hook_in`` keeps the final-norm output only at the ``m`` predicting
     positions, so full-vocabulary logits exist only there.
+
+    >>> ids = torch.tensor([1, 5, 6, 7, 8])
+    >>> with weights_frozen(model):
+    ...     primal = block_primal(model, ids, torch.tensor([3, 4]))
+    >>> len(primal.inputs) == model.cfg.n_layers, primal.g.shape == (2, model.cfg.d_model)
+    (True, True)
+    >>> block_primal(model, ids, torch.tensor([3, 4])) is None  # trainable weights: refused
+    True
     """
     blocks = list(model.blocks)
     before = response_positions - 1
@@ -103,31 +125,26 @@ def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[
 
     def pre_hook(index):
         def hook(module, args, kwargs):
-            kwargs = dict(kwargs)
-            x = args[0] if args else kwargs.pop("hidden_states")
-            rest = args[1:] if args else ()
+            x, rest, replay = block_input(args, kwargs)
             if index == 0:
                 state["x0"] = x
             elif state.get("out") is None or not torch.equal(x, state["out"]):
                 state["chain"] = False  # something between two blocks changed the residual stream
             x = x.detach()
-            inputs.append((x, tuple(None if _is_cache(a) else a for a in rest),
-                           {k: v for k, v in kwargs.items() if k not in _CACHE_KWARGS and not _is_cache(v)}))
-            return (x, *rest), kwargs
+            inputs.append((x, rest, replay))
+            return with_block_input(args, kwargs, x)
         return hook
 
     def post_hook(index):
         def hook(module, args, kwargs, output):
-            out = _first_tensor(output)
+            out = block_output(output)
             if out.requires_grad:
                 state["chain"] = False  # the embeddings reach this block by another way
             state["out"] = out
             if index < len(blocks) - 1:
                 return None
             state["last"] = out.detach().requires_grad_(True)
-            if isinstance(output, (tuple, list)):
-                return type(output)((state["last"], *output[1:]))
-            return state["last"]
+            return with_block_output(output, state["last"])
         return hook
 
     handles = []
@@ -161,6 +178,13 @@ def block_reverse(model, primal: BlockPrimal, prompt_positions: Int[Tensor, " n"
     block once; None: all ``m`` at once). The cotangents of a group take
     ``2 * group * seq * d_model`` values. Blocks of a family with a ``block_vjp`` (the family
     table, :mod:`mechit.arch.families`) take its hand-written products (autograd where it declines).
+
+    >>> ids = torch.tensor([1, 5, 6, 7, 8])
+    >>> with weights_frozen(model):
+    ...     primal = block_primal(model, ids, torch.tensor([3, 4]))
+    ...     one, two = (block_reverse(model, primal, torch.tensor([1, 2]), chunk=1, group=g) for g in (1, 2))
+    >>> one.shape, bool((one - two).abs().max() <= 1e-4 * one.abs().max())
+    (torch.Size([2, 2]), True)
     """
     blocks = list(model.blocks)
     by_hand = family(model).block_vjp
@@ -185,7 +209,7 @@ def block_reverse(model, primal: BlockPrimal, prompt_positions: Int[Tensor, " n"
                     continue
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                out = _first_tensor(blocks[index](x, *rest, **kwargs))
+                out = block_output(blocks[index](x, *rest, **kwargs))
                 cotangent = _pull_back(out, x, cotangent.to(out.dtype), chunk)
             del out, x
         with torch.enable_grad():

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from circuitsvis.tokens import colored_tokens_multi
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mechit.attribution.grad import (DEFAULT_MEMORY_BUDGET, Method, block_path_bytes, choose_method, cotangent_bytes,
                                      forward_bytes, gradient_x_input, product_bytes)
 from mechit.attribution.scores import density, instruction_score, rescale, sparsify
+from mechit.data.spans import span_problem
 from mechit.errors import EmptyResponseError, InputError
+from mechit.tokens import encode, span_mask
 
 
 @dataclass
@@ -117,8 +120,6 @@ class Attribution:
 
         >>> a.show()  # doctest: +SKIP
         """
-        from circuitsvis.tokens import colored_tokens_multi
-
         scale = self.raw.abs().amax(dim=0, keepdim=True).clamp(min=torch.finfo(self.raw.dtype).tiny)
         values = torch.cat([self.density[:, None], self.raw / scale], dim=1)  # (n, 1 + m)
         labels = ["density"] + [f"{j}: {tok}" for j, tok in enumerate(self.response_tokens)]
@@ -131,8 +132,6 @@ def generate_response(model, prompt: str, *, chat_template: bool = False, max_ne
     >>> generate_response(model, "The capital of France is", max_new_tokens=5)  # doctest: +SKIP
     ' Paris.'
     """
-    from mechit.tokens import encode
-
     tokenizer = model.tokenizer
     encoded = encode(tokenizer, prompt, "", chat_template=chat_template)
     device = next(model.parameters()).device
@@ -212,13 +211,10 @@ def attribute(
     >>> a.raw.shape == (len(a.prompt_tokens), len(a.response_tokens))                          # doctest: +SKIP
     True
     """
-    from mechit.data.prompts import span_problem
-    from mechit.tokens import encode, span_mask
-
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("field 'prompt' is empty; give a non-empty prompt")
     spans = [tuple(s) for s in (instruction_spans or [])]
-    problem = span_problem(prompt, spans)
+    problem = span_problem(spans, len(prompt))
     if problem:
         raise InputError(f"field 'instruction_spans': {problem}")
     window = context_window(model)

@@ -30,42 +30,45 @@ input instead of every block's graph, and each block is recomputed once before i
 products; same values, one more forward pass, a fraction of the memory. Otherwise
 (checked during the forward pass) it keeps the whole graph, steps 1-3 above.
 
->>> raw, probs = gradient_x_input(model, ids, prompt_positions, response_positions)  # doctest: +SKIP
->>> raw.shape                                                                       # doctest: +SKIP
-torch.Size([n_prompt, n_response])
+The paper's own procedure, one backward pass per response token, is
+:func:`mechit.attribution.reference.gradient_x_input_loop`.
+
+>>> from mechit.tokens import encode
+>>> enc = encode(model.tokenizer, "Translate to Zel: the cat", " ka mira")
+>>> raw, probs = gradient_x_input(model, enc.input_ids, enc.prompt_positions, enc.response_positions)
+>>> raw.shape, probs.shape  # (n_prompt, n_response), (n_response,)
+(torch.Size([6, 4]), torch.Size([4]))
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechit.attribution.blocks import at_least_fp32, block_primal, block_reverse
+from mechit.attribution.blocks import at_least_fp32, block_primal, block_reverse, weights_frozen
+from mechit.errors import InputError
 from mechit.runtime import trim_hooks
 
 Method = Literal["auto", "reverse", "forward"]
 
 # Bytes for one chunk of batched products beyond what the forward pass keeps and, in the
 # block-by-block reverse path, the cotangents carried through the blocks (:func:`block_plan`).
-# 128 MiB: for SmolLM2-135M with 233 tokens, all 32 cotangents in one group (34 MB) and
-# 4 products at a time; the benchmark's peak RSS is then about 1.4 GB, model and
-# libraries included (docs/benchmarks.md).
+# What it gives on SmolLM2-135M: docs/benchmarks.md ("Attribution: notes moved from code").
 DEFAULT_MEMORY_BUDGET = 128 * 2**20
 
 # Whole forward graphs (forward mode, and reverse mode when the blocks are not a plain
 # chain) estimated above this size (:func:`forward_bytes`) return the heap freed
-# between saved activations to the OS after every block (:func:`mechit.runtime.trim_hooks`,
-# ~4 MB per layer for SmolLM2-135M); smaller ones skip the ~1 ms per block it costs.
+# between saved activations to the OS after every block (:func:`mechit.runtime.trim_hooks`);
+# smaller ones skip the call it costs per block (docs/benchmarks.md).
 TRIM_ABOVE = 64 * 2**20
 
 # Forward mode is chosen when the response has more than FORWARD_RATIO times as many tokens
-# as the prompt: on CPU one Jacobian-vector product under vmap cost 3-5 batched
-# vector-Jacobian products (tiny Llama, docs/benchmarks.md).
+# as the prompt: on CPU one Jacobian-vector product under vmap costs several batched
+# vector-Jacobian products (docs/benchmarks.md).
 FORWARD_RATIO = 4.0
 
 
@@ -91,8 +94,9 @@ def product_bytes(model, seq_len: int) -> int:
     (residual, MLP hidden, attention scores), ``seq * (4 d_model + 3 d_mlp + 2 n_heads seq)``
     fp32 values, times 2 for temporaries.
 
-    >>> product_bytes(model, 232)  # doctest: +SKIP
-    20632576
+    >>> cfg = model.cfg
+    >>> product_bytes(model, 20) == 2 * 4 * 20 * (4 * cfg.d_model + 3 * cfg.d_mlp + 2 * cfg.n_heads * 20)
+    True
     """
     cfg = model.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
@@ -108,10 +112,10 @@ def forward_bytes(model, seq_len: int, n_response: int | None = None) -> int:
 
         4 * (n_layers * seq * (6 d_model + 4 d_mlp + n_heads seq) + 3 n_response d_vocab)
 
-    Measured against the tensors autograd saves (parameters excluded) on the test Llama,
-    Gemma and the organism, 30-727 tokens: 1.0-1.3 times the measured size.
+    How close it comes to what autograd saves is measured in docs/benchmarks.md.
 
-    >>> forward_bytes(model, 232, 32)  # doctest: +SKIP
+    >>> forward_bytes(model, 20, 4) > forward_bytes(model, 20, 2) > forward_bytes(model, 10, 2)
+    True
     """
     cfg = model.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
@@ -128,7 +132,8 @@ def block_path_bytes(model, seq_len: int, n_response: int) -> int:
 
         4 * (n_layers * seq * d_model + seq * (6 d_model + 4 d_mlp + n_heads seq) + 3 n_response d_vocab)
 
-    >>> block_path_bytes(model, 233, 32)  # doctest: +SKIP
+    >>> block_path_bytes(model, 200, 32) < forward_bytes(model, 200, 32)
+    True
     """
     cfg = model.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
@@ -138,7 +143,11 @@ def block_path_bytes(model, seq_len: int, n_response: int) -> int:
 
 def cotangent_bytes(model, seq_len: int) -> int:
     """Bytes one response token's cotangent takes while it is carried through the blocks
-    (the one at a block's output and the one at its input): ``2 * 4 * seq * d_model``."""
+    (the one at a block's output and the one at its input): ``2 * 4 * seq * d_model``.
+
+    >>> cotangent_bytes(model, 10) == 8 * 10 * model.cfg.d_model
+    True
+    """
     return 8 * seq_len * model.cfg.d_model
 
 
@@ -149,8 +158,8 @@ def block_plan(model, seq_len: int, count: int, memory_budget: int = DEFAULT_MEM
     product, with ``group * cotangent_bytes + chunk * product_bytes <= memory_budget``
     (both at least 1; balanced like :func:`chunk_size`).
 
-    >>> block_plan(model, 233, 32, 128 * 2**20)  # doctest: +SKIP
-    (3, 32)
+    >>> block_plan(model, 20, 32, 2**40), block_plan(model, 20, 32, 1)
+    ((32, 32), (1, 1))
     """
     product, cotangent = product_bytes(model, seq_len), cotangent_bytes(model, seq_len)
     group = _balanced(count, (memory_budget - product) // cotangent)
@@ -170,24 +179,10 @@ def chunk_size(model, seq_len: int, count: int, memory_budget: int = DEFAULT_MEM
 
     At least 1; chunks are balanced (32 products that fit 24 at a time: 2 chunks of 16).
 
-    >>> chunk_size(model, 232, 32, 24 * product_bytes(model, 232))  # doctest: +SKIP
+    >>> chunk_size(model, 232, 32, 24 * product_bytes(model, 232))
     16
     """
     return _balanced(count, memory_budget // product_bytes(model, seq_len))
-
-
-@contextmanager
-def _weights_frozen(model):
-    """Parameters stop requiring grad for the duration (restored after): autograd then keeps
-    no activations that only weight gradients would need."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tensor, " m"]):
@@ -279,10 +274,10 @@ def gradient_x_input(
     ``input_ids`` is the whole sequence (one tokenisation of prompt and response); a
     response position must be > 0. ``method`` is ``"reverse"``, ``"forward"`` or
     ``"auto"`` (:func:`choose_method`); the values equal one backward per response token
-    up to rounding (< 1e-6 of the largest entry in a float64 model, whose Hugging Face
-    norms still compute in float32; in float32 both differ from the float64 values by up
-    to ~2e-4 of the largest entry on a 30-layer model). Returns CPU tensors, float64
-    for a float64 model, else float32.
+    (:func:`mechit.attribution.reference.gradient_x_input_loop`) up to rounding, and in
+    float32 they are no further from the float64 values than that loop's own float32
+    values are (tests/real/test_attribution_real.py). Returns CPU tensors, float64 for a
+    float64 model, else float32.
 
     ``max_memory`` (bytes; :func:`mechit.attribute` checks the block-by-block figure
     before calling) is checked again when the blocks turn out not to be a plain chain:
@@ -290,9 +285,14 @@ def gradient_x_input(
     :class:`~mechit.errors.InputError` before that forward pass, and chunks shrink to
     what is left.
 
-    >>> raw, p = gradient_x_input(model, ids, torch.arange(1, 9), torch.arange(9, 14))  # doctest: +SKIP
-    >>> raw.shape, p.shape                                                               # doctest: +SKIP
-    (torch.Size([8, 5]), torch.Size([5]))
+    >>> from mechit.tokens import encode
+    >>> enc = encode(model.tokenizer, "Translate to Zel: the cat", " ka mira")
+    >>> args = (model, enc.input_ids, enc.prompt_positions, enc.response_positions)
+    >>> raw, p = gradient_x_input(*args, method="forward")
+    >>> raw.shape, p.shape
+    (torch.Size([6, 4]), torch.Size([4]))
+    >>> bool((raw - gradient_x_input(*args, method="reverse")[0]).abs().max() < 1e-4 * raw.abs().max())
+    True
     """
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
@@ -301,7 +301,7 @@ def gradient_x_input(
     n, m = len(prompt_positions), len(response_positions)
     chosen = choose_method(n, m, method)
     seq = input_ids.shape[0]
-    with _weights_frozen(model):
+    with weights_frozen(model):
         chunk = chunk_size(model, seq, m if chosen == "reverse" else n, memory_budget)
         primal = block_primal(model, input_ids, response_positions) if chosen == "reverse" else None
         if primal is not None:
@@ -323,8 +323,6 @@ def gradient_x_input(
 def _whole_graph_room(model, seq: int, m: int, memory_budget: int, max_memory: int) -> int:
     """Bytes left for products beside the whole forward graph under ``max_memory``;
     InputError if not even one product fits."""
-    from mechit.errors import InputError
-
     graph, product = forward_bytes(model, seq, m), product_bytes(model, seq)
     if graph + product > max_memory:
         raise InputError(f"field 'prompt': prompt + response are {seq} tokens; this model's blocks are not a plain "
@@ -332,50 +330,3 @@ def _whole_graph_room(model, seq: int, m: int, memory_budget: int, max_memory: i
                          f"pass ~{graph / 2**20:.1f} MiB + one gradient product), more than --max-memory "
                          f"{max_memory / 2**20:.1f} MiB; raise --max-memory or shorten the example")
     return min(memory_budget, max_memory - graph)
-
-
-def gradient_x_input_loop(
-    model,
-    input_ids: Int[Tensor, " seq"],
-    prompt_positions: Int[Tensor, " n"],
-    response_positions: Int[Tensor, " m"],
-    *,
-    weight_grads: bool = False,
-) -> tuple[Float[Tensor, "n m"], Float[Tensor, " m"]]:
-    """Reference: the paper's procedure, one forward with full-vocabulary logits everywhere,
-    then one backward per response token (slow; for tests and benchmarks).
-
-    ``weight_grads=True`` does exactly what the released code does: ``p_j.backward()``,
-    which also accumulates gradients into every parameter (then zeroed); otherwise only
-    the embedding gradient is computed.
-
-    >>> raw, p = gradient_x_input_loop(model, ids, torch.arange(1, 9), torch.arange(9, 14))  # doctest: +SKIP
-    """
-    device = next(model.parameters()).device
-    input_ids, prompt_positions, response_positions = (
-        t.to(device) for t in (input_ids, prompt_positions, response_positions))
-    seen = {}
-
-    def leaf(t, hook):
-        seen["e"] = t.detach().requires_grad_(True)
-        return seen["e"]
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(input_ids[None], fwd_hooks=[("hook_embed", leaf)])  # (1, seq, vocab)
-        all_probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)  # (seq, vocab)
-        targets = input_ids[response_positions]
-        probs = all_probs[response_positions - 1, targets]
-        e = seen["e"]
-        e_prompt = e.detach()[0, prompt_positions]
-        columns = []
-        for j in range(len(response_positions)):
-            if weight_grads:
-                model.zero_grad(set_to_none=False)
-                e.grad = None
-                probs[j].backward(retain_graph=True)
-                grad = e.grad
-            else:
-                (grad,) = torch.autograd.grad(probs[j], e, retain_graph=True)
-            columns.append((grad[0, prompt_positions] * e_prompt).sum(-1))
-    dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
-    return torch.stack(columns, dim=1).detach().to(dtype).cpu(), probs.detach().to(dtype).cpu()

@@ -3,8 +3,8 @@
 Both readers return a list of :class:`PromptRecord` in file order. Problems with the file
 itself (invalid JSON or TSV line, missing ``id``, duplicate ids, bad header) raise
 :class:`~mechit.errors.InputError` naming ``file:line``, the example and the field.
-Problems with one example's content (empty prompt or response, spans outside the prompt
-or overlapping, a field of the wrong type, bytes that are not UTF-8) do not stop the
+Problems with one example's content (empty prompt or response, spans that break the
+rule of :mod:`mechit.data.spans`, a field of the wrong type, bytes that are not UTF-8) do not stop the
 reading: the record carries the message in ``error`` and a dataset run records it as a
 failed example. :func:`read_prompts` with ``strict=True`` raises on those too.
 
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechit.data.paper import authors_spans, paper_group
+from mechit.data.spans import span_problem
 from mechit.errors import InputError
 
 LABELS = (None, "followed", "not_followed")
@@ -118,24 +119,8 @@ def check_record(record: PromptRecord) -> str | None:
             return f"{where}: field {name!r} must be a string or null, not {type(value).__name__}"
     if record.label not in LABELS:
         return f"{where}: field 'label' is {record.label!r}; use null, 'followed' or 'not_followed'"
-    problem = span_problem(record.prompt, record.instruction_spans)
+    problem = span_problem(record.instruction_spans, len(record.prompt))
     return None if problem is None else f"{where}: field 'instruction_spans': {problem}"
-
-
-def span_problem(prompt: str, spans) -> str | None:
-    """What is wrong with ``[start, end)`` character spans over ``prompt`` (outside, empty, overlapping); None if fine.
-
-    >>> span_problem("Say hi", [(0, 3)]) is None, span_problem("Say hi", [(4, 9)])
-    (True, 'span [4, 9) is outside the prompt (characters 0..6) or empty')
-    """
-    previous = None
-    for start, end in sorted(tuple(span) for span in spans):
-        if not (0 <= start < end <= len(prompt)):
-            return f"span [{start}, {end}) is outside the prompt (characters 0..{len(prompt)}) or empty"
-        if previous is not None and start < previous[1]:
-            return f"spans [{previous[0]}, {previous[1]}) and [{start}, {end}) overlap"
-        previous = (start, end)
-    return None
 
 
 def _with_check(record: PromptRecord) -> PromptRecord:

@@ -128,6 +128,7 @@ def test_cli_max_memory_refuses_long_example_and_processes_the_rest(tiny_llama_d
 def _saved_activation_bytes(model, ids, response_positions) -> int:
     """Bytes of the tensors autograd keeps during the primal forward (parameters and buffers excluded)."""
     import mechit.attribution.grad as grad
+    from mechit.attribution.blocks import weights_frozen
 
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}
@@ -137,7 +138,7 @@ def _saved_activation_bytes(model, ids, response_positions) -> int:
             storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
-    with grad._weights_frozen(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with weights_frozen(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         grad._primal(model, ids, response_positions)
     return sum(storages.values())
 

@@ -1,15 +1,15 @@
-"""The hand-written Llama block products (mechit/attribution_llama.py) against autograd on the real blocks."""
+"""The hand-written Llama block products (mechit/arch/llama_vjp.py) against autograd on the real blocks."""
 
 import dataclasses
 
 import pytest
 import torch
 
-import mechit.attribution.grad as grad
 import mechit.arch.families as families
 import mechit.arch.llama_vjp as hand
-from mechit.attribution.blocks import _first_tensor, _pull_back, block_primal, block_reverse
-from mechit.attribution.grad import gradient_x_input_loop
+from mechit.arch.block_calls import block_output as first_tensor
+from mechit.attribution.blocks import _pull_back, block_primal, block_reverse, weights_frozen
+from mechit.attribution.reference import gradient_x_input_loop
 from mechit.models import load_model
 from mechit.tokens import encode
 
@@ -23,7 +23,7 @@ def rel_diff(a, b):
 
 def primal_of(model):
     enc = encode(model.tokenizer, PROMPT, RESPONSE)
-    with grad._weights_frozen(model):
+    with weights_frozen(model):
         return enc, block_primal(model, enc.input_ids, enc.response_positions)
 
 
@@ -41,7 +41,7 @@ def causal_cotangents(seq, d, rows, seed=0):
 def autograd_products(block, x, rest, kwargs, cotangents):
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        return _pull_back(_first_tensor(block(xg, *rest, **kwargs)), xg, cotangents, 2)
+        return _pull_back(first_tensor(block(xg, *rest, **kwargs)), xg, cotangents, 2)
 
 
 @pytest.fixture(scope="module")
