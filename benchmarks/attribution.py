@@ -180,7 +180,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mechit.attribution.grad import block_plan, chunk_size, choose_method, gradient_x_input, gradient_x_input_loop
+    from mechit.attribution.grad import block_plan, chunk_size, choose_method, gradient_x_input
+    from mechit.attribution.reference import gradient_x_input_loop
     from mechit.models import load_model
 
     spec = args.model or str(smollm2_gguf())
