@@ -93,9 +93,9 @@ def principal_components(
 def _svd_via_gram(x: Float[Tensor, "n d"]) -> tuple[Float[Tensor, " m"], Float[Tensor, "m d"]]:
     """Singular values (descending) and right singular vectors of a float64 matrix.
 
-    Eigen-decomposes the smaller Gram matrix (``XᵀX`` [d, d] or ``XXᵀ`` [n, n]): several
-    times faster than a thin SVD of ``X`` on CPU and, in float64, accurate far below the
-    fp32 rank tolerance used here. Left vectors are never needed.
+    Eigen-decomposes the smaller Gram matrix (``XᵀX`` [d, d] or ``XXᵀ`` [n, n]) instead of
+    a thin SVD of ``X`` (faster on CPU: docs/benchmarks.md); in float64 it is accurate far
+    below the fp32 rank tolerance used here. Left vectors are never needed.
     """
     n, d = x.shape
     if d <= n:
@@ -181,8 +181,8 @@ def concept_frame(
     >>> comps = principal_components(torch.tensor([[1., 0.], [-1., 0.], [3., 1.], [-3., -1.]]), 1)
     >>> concept_frame(comps, ["x", "y"], torch.tensor([[0.9, 0.4]]), torch.tensor([[0, 1]]), layer=2)
        layer  component  explained_variance  rank word  score
-    0      2          0            0.991734     0    x    0.9
-    1      2          0            0.991734     1    y    0.4
+    0      2          0            0.991666     0    x    0.9
+    1      2          0            0.991666     1    y    0.4
     """
     n_comp, top_k = indices.shape
     comp = torch.arange(n_comp).repeat_interleave(top_k)
@@ -221,7 +221,7 @@ def ffn_concepts(
     Raises :class:`InputError` if ``n_components`` exceeds the rank of the centred matrix.
 
     >>> frame = ffn_concepts(model, [0, -1], n_components=20, top_k=10, progress=False)
-    >>> sorted(frame["layer"].unique()), len(frame)
+    >>> sorted(frame["layer"].unique().tolist()), len(frame)
     ([0, 5], 400)
     >>> pair.run(ffn_concepts, 0, n_components=2, top_k=1, progress=False)["model"].tolist()
     ['base', 'base', 'tuned', 'tuned']

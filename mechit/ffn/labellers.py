@@ -169,8 +169,9 @@ class EndpointLabeller:
     :class:`LabellerError`; an unreachable server or an HTTP 4xx raise at once. Finished labels are appended to the
     ``cache`` file immediately, so a rerun resumes where a failure stopped.
 
-    >>> lab = EndpointLabeller("http://127.0.0.1:8000/v1", "qwen2.5-7b-instruct",
-    ...                        cache="labels-cache.jsonl")           # doctest: +SKIP
+    >>> lab = EndpointLabeller("http://127.0.0.1:8000/v1", "qwen2.5-7b-instruct", cache="labels-cache.jsonl")
+    >>> lab.url, lab.name
+    ('http://127.0.0.1:8000/v1/chat/completions', 'endpoint:qwen2.5-7b-instruct')
     >>> lab.label(["1", "2", "plus"], "task", seed=3)                 # doctest: +SKIP
     'math'
     """
@@ -280,6 +281,10 @@ class LocalModelLabeller:
     :class:`LabellerError` (small models often fail this: prefer a model of a few billion
     parameters, or the endpoint labeller).
 
+    >>> lab = LocalModelLabeller(model)          # the organism: too small to answer in labels
+    >>> lab.label(["def", "return", "self"], "task")
+    Traceback (most recent call last):
+    mechit.ffn.labels.LabellerError: local:... replied ..., which is not one of writing, math, coding, translation, none
     >>> lab = LocalModelLabeller("HuggingFaceTB/SmolLM2-1.7B-Instruct")   # doctest: +SKIP
     >>> lab.label(["def", "return", "self"], "task")                      # doctest: +SKIP
     'coding'
