@@ -7,8 +7,8 @@ Measures, in one process on CPU:
 - ``concepts_seconds``: :func:`mechit.ffn_concepts` on every layer (30), 300 components,
   top 50 of 20,000 frequent words (word vectors included). Target ≤ 60 s.
 - ``rotation_seconds``: :func:`mechit.ffn_rotation` of the model against itself (k = 50,
-  concepts of 50 words, 10 most-changed neurons per layer). Target ≤ 60 s;
-  ``self_rotation_max_angle`` must be 0.
+  10 most-changed neurons per layer), reusing the concept frames of ``ffn_concepts`` for
+  the matched components' word overlap. Target ≤ 60 s; ``self_rotation_max_angle`` must be 0.
 - The reference: per layer, numpy's full SVD of the centred W_out (float64,
   ``full_matrices=True``), dense projections onto every word and a full argsort; for the
   rotation, scipy's ``subspace_angles`` on two such SVDs, per-neuron cosines and the
@@ -80,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+    import pandas as pd
     import torch
 
     torch.set_num_threads(args.threads)
@@ -106,8 +107,10 @@ def main() -> None:
     print(f"ffn_concepts: {n_layers} layers x {args.n_components} components x top {args.top_k} of "
           f"{len(words)} words: {concepts_s:.2f} s ({len(concepts)} rows)")
 
+    pair = mechit.ModelPair(model, model)
+    both = pd.concat([concepts.assign(model=name) for name in ("base", "tuned")], ignore_index=True)
     t0 = time.perf_counter()
-    rotation = mechit.ffn_rotation((model, model), k=args.k, top_k=args.top_k, words=words, progress=False)
+    rotation = mechit.ffn_rotation(pair, both, k=args.k, progress=False)
     rotation_s = time.perf_counter() - t0
     max_angle = float(rotation.angles["angle_deg"].max())
     print(f"ffn_rotation (self, k={args.k}): {rotation_s:.2f} s; max angle {max_angle:.2e} deg; "
@@ -142,7 +145,7 @@ def main() -> None:
           f"reference's for {100 * np.mean(agree):.1f}% of components")
     print(f"reference rotation (2 full SVDs + scipy subspace_angles + per-neuron loop + Hungarian): "
           f"{ref_r:.2f} s -> {ref_r_all:.1f} s for {n_layers} layers; mechit is {ref_r_all / rotation_s:.1f}x faster "
-          f"(mechit's also includes concepts, matched-word overlap and most-changed neuron tokens); "
+          f"(mechit's also includes matched-word overlap and most-changed neuron tokens); "
           f"reference self max angle {ref_angle:.1e} deg")
     print(json.dumps({
         "concepts_seconds": round(concepts_s, 2),

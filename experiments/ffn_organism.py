@@ -48,8 +48,10 @@ def main() -> None:
     import pandas as pd
 
     import mechit
-    from mechit.ffn.labels import label_concepts, label_proportions, label_table
     from mechit.arch.weights import mlp_out_weights
+    from mechit.ffn.labellers import label_concepts
+    from mechit.ffn.labels import label_proportions, label_table
+    from mechit.store import write_table
     from mechit.views.ffn import plot_label_proportions, plot_neuron_cosines, plot_principal_angles, save_figure
 
     t0 = time.perf_counter()
@@ -63,27 +65,29 @@ def main() -> None:
     print(f"Pair: `{pair.base_spec}` vs `{pair.tuned_spec}`: {cfg.n_layers} layers, d_model {cfg.d_model}, "
           f"d_mlp {cfg.d_mlp}, {n_comp} components per layer.\n")
 
-    # neurons: the two most changed neurons of the middle layer, side by side
-    rotation = mechit.ffn_rotation(pair, k=args.k, top_k=args.top_k, progress=False)
+    concepts = pair.run(mechit.ffn_concepts, n_components=n_comp, top_k=args.top_k, progress=False)
+    for name, frame in concepts.groupby("model", sort=False):
+        write_table(frame.drop(columns="model").reset_index(drop=True), args.out / name / "concepts.parquet")
+
+    # neurons: the two most changed neurons of the middle layer, base and tuned side by side
+    rotation = mechit.ffn_rotation(pair, concepts, k=args.k, progress=False)
     rotation.save(args.out)
     layer = cfg.n_layers // 2
     changed = rotation.changed[rotation.changed.layer == layer]["neuron"].head(2).tolist()
     strongest = int(mlp_out_weights(pair.tuned, layer).norm(dim=1).argmax())
-    neurons = mechit.neuron_tokens(pair, layer, sorted(set(changed + [strongest])), k=6)
-    neurons.to_parquet(args.out / "neurons.parquet", index=False)
+    neurons = pair.run(mechit.neuron_tokens, layer, sorted(set(changed + [strongest])), k=6)
+    write_table(neurons, args.out / "neurons.parquet")
     print(f"### Neuron tokens (layer {layer}; neurons {strongest} (largest tuned W_out norm) and "
           f"{', '.join(map(str, changed))} (most changed))\n")
-    show = neurons[neurons.direction == "top"].drop(columns=["direction"])
+    keys = ["layer", "neuron", "rank"]
+    top = neurons[neurons.direction == "top"]
+    show = (top[top.model == "base"][keys + ["word", "score"]]
+            .merge(top[top.model == "tuned"][keys + ["word", "score"]], on=keys, suffixes=("_base", "_tuned")))
     print(md(show) + "\n")
 
-    concepts = {}
-    for name, model in pair:
-        concepts[name] = mechit.ffn_concepts(model, n_components=n_comp, top_k=args.top_k, progress=False)
-        (args.out / name).mkdir(exist_ok=True)
-        concepts[name].to_parquet(args.out / name / "concepts.parquet", index=False)
     print(f"### Concepts (first 3 components of layers 0 and {cfg.n_layers - 1}, top 8 words)\n")
     rows = []
-    for name, frame in concepts.items():
+    for name, frame in concepts.groupby("model", sort=False):
         for lay in (0, cfg.n_layers - 1):
             sub = frame[(frame.layer == lay) & (frame.component < 3) & (frame["rank"] < 8)]
             for comp, g in sub.groupby("component"):
@@ -98,8 +102,8 @@ def main() -> None:
     print(md(top_changed.assign(base_tokens=top_changed["base_tokens"].map(lambda t: list(t)[:6]),
                                 tuned_tokens=top_changed["tuned_tokens"].map(lambda t: list(t)[:6]))) + "\n")
 
-    labels = label_concepts(pd.concat([f.assign(model=n) for n, f in concepts.items()]), progress=False)
-    labels.to_parquet(args.out / "labels.parquet", index=False)
+    labels = label_concepts(concepts, progress=False)
+    write_table(labels, args.out / "labels.parquet")
     group_size = 4 if cfg.n_layers >= 8 else 1  # the paper's layer // 4; per layer for small models
     props = label_proportions(labels, group_size=group_size)
     table = label_table(labels)

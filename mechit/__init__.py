@@ -28,7 +28,7 @@ _EXPORTS = {
     "group_words": "mechit.tokens", "word_vectors": "mechit.tokens", "WordVectors": "mechit.tokens",
     "INSTRUCTION_VERBS": "mechit.data.wordlists", "general_verbs": "mechit.data.wordlists",
     "frequent_words": "mechit.data.wordlists",
-    "neuron_tokens": "mechit.ffn.concepts", "ffn_concepts": "mechit.ffn.concepts", "ffn_rotation": "mechit.ffn.rotation", "Rotation": "mechit.ffn.rotation", "LexiconLabeller": "mechit.ffn.labels", "EndpointLabeller": "mechit.ffn.labels", "LocalModelLabeller": "mechit.ffn.labels", "label_concepts": "mechit.ffn.labels", "label_proportions": "mechit.ffn.labels", "label_table": "mechit.ffn.labels",
+    "neuron_tokens": "mechit.ffn.neurons", "ffn_concepts": "mechit.ffn.concepts", "ffn_rotation": "mechit.ffn.rotation", "Rotation": "mechit.ffn.rotation", "LexiconLabeller": "mechit.ffn.lexicon", "EndpointLabeller": "mechit.ffn.labellers", "LocalModelLabeller": "mechit.ffn.labellers", "label_concepts": "mechit.ffn.labellers", "label_proportions": "mechit.ffn.labels", "label_table": "mechit.ffn.labels",
     "attribute": "mechit.attribution.example", "Attribution": "mechit.attribution.example", "read_prompts": "mechit.data.prompts",
     "head_pairs": "mechit.heads.pairs", "head_knowledge": "mechit.heads.pairs", "head_shift": "mechit.heads.shift", "head_change_scores": "mechit.heads.shift", "verb_fractions": "mechit.heads.shift", "instruction_attention": "mechit.heads.attention", "get_similarity": "mechit.heads.similarity",
     "write_report": "mechit.views.report",

@@ -75,22 +75,31 @@ def _repeat_kv(model, weight: "Float[Tensor, 'Hkv d dh']") -> "Float[Tensor, 'H 
     return weight.repeat_interleave(model.cfg.n_heads // weight.shape[0], dim=0)
 
 
-def select_indices(name: str, chosen: int | Iterable[int] | None, n: int) -> list[int]:
+def select_indices(name: str, chosen: int | Iterable[int] | None, n: int, *, from_end: bool = False) -> list[int]:
     """Check layer or head indices against their count: None -> all, an int -> [int].
+
+    ``from_end=True`` also accepts ``-n..-1`` (counted from the end, as Python indexing)
+    and returns them as ``0..n-1``.
 
     >>> select_indices("layer", 2, 4), select_indices("head", None, 3)
     ([2], [0, 1, 2])
     >>> select_indices("layer", [4], 4)
     Traceback (most recent call last):
     mechit.errors.InputError: layer [4] out of range: the model has 4 layers (0..3)
+    >>> select_indices("layer", [0, -1], 4, from_end=True)
+    [0, 3]
     """
     if chosen is None:
         return list(range(n))
-    chosen = [chosen] if isinstance(chosen, int) else list(chosen)
-    bad = [c for c in chosen if not isinstance(c, (int, np.integer)) or not 0 <= c < n]
+    chosen = [chosen] if isinstance(chosen, (int, np.integer)) else list(chosen)
+    low = -n if from_end else 0
+    bad = [c for c in chosen if not isinstance(c, (int, np.integer)) or not low <= c < n]
+    if bad and from_end:
+        raise InputError(f"{name} {', '.join(map(str, bad))} out of range: the model has {n} {name}s "
+                         f"(0..{n - 1}, or -{n}..-1 counting from the end)")
     if bad:
         raise InputError(f"{name} {bad} out of range: the model has {n} {name}s (0..{n - 1})")
-    return [int(c) for c in chosen]
+    return [int(c) % n if from_end else int(c) for c in chosen]
 
 
 def qk_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, 'H d dh'], Float[Tensor, 'H d dh']]":

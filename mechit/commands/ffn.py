@@ -18,6 +18,9 @@ import argparse
 from pathlib import Path
 
 from mechit.commands.args import add_loading_options, loading_kwargs, parse_indices
+from mechit.errors import InputError
+
+# torch, the models and the analyses are imported inside the run_* functions: they keep `mechit --help` fast.
 
 DEFAULT_COMPONENTS = 300
 
@@ -84,23 +87,21 @@ def register(subparsers) -> None:
     p.set_defaults(run=run_labels)
 
 
-def _n_components(model, requested: int | None) -> int:
-    if requested is not None:
-        return requested
-    return min(DEFAULT_COMPONENTS, model.cfg.d_mlp - 1, model.cfg.d_model)
+def _n_components(model, args: argparse.Namespace) -> int:
+    """``--n-components``, else min(300, d_mlp - 1, d_model), raised to ``--k`` for ffn-rotation
+    (the rotation reads the words of its ``k`` components from the concepts)."""
+    if args.n_components is not None:
+        return args.n_components
+    return max(min(DEFAULT_COMPONENTS, model.cfg.d_mlp - 1, model.cfg.d_model), getattr(args, "k", 0))
 
 
 def _at_least(value: int | float | None, minimum: int, flag: str) -> None:
-    from mechit.errors import InputError
-
     if value is not None and value < minimum:
         raise InputError(f"{flag} {value}: must be at least {minimum}")
 
 
 def _check_args(args: argparse.Namespace) -> None:
     """Model-free checks of the arguments, run before any model is loaded."""
-    from mechit.errors import InputError
-
     parse_indices(args.layers, "--layers")
     for flag, minimum in (("n_components", 1), ("top_k", 1), ("neuron_k", 1), ("k", 1), ("n_changed", 0)):
         _at_least(getattr(args, flag, None), minimum, "--" + flag.replace("_", "-"))
@@ -110,6 +111,10 @@ def _check_args(args: argparse.Namespace) -> None:
             _at_least(int(neurons), 1, "--neurons")
         except ValueError:
             raise InputError(f"--neurons {neurons!r}: give a number or 'all'") from None
+    k, n_components = getattr(args, "k", None), args.n_components
+    if k is not None and n_components is not None and n_components < k:
+        raise InputError(f"--n-components {n_components} is below --k {k}: the rotation compares the concepts "
+                         f"of k components, so give --n-components {k} or more")
 
 
 def _check_against(model, args: argparse.Namespace, words) -> None:
@@ -120,10 +125,9 @@ def _check_against(model, args: argparse.Namespace, words) -> None:
     a layer of lower numerical rank is still refused by the PCA), and ``--top-k`` at most
     the number of words given.
     """
-    from mechit.errors import InputError
-    from mechit.ffn.concepts import resolve_layers
+    from mechit.arch.weights import select_indices
 
-    resolve_layers(model, parse_indices(args.layers, "--layers"))
+    select_indices("layer", parse_indices(args.layers, "--layers"), int(model.cfg.n_layers), from_end=True)
     d_mlp, d_model = int(model.cfg.d_mlp), int(model.cfg.d_model)
     neurons = getattr(args, "neurons", "all")
     if neurons != "all" and int(neurons) > d_mlp:
@@ -145,20 +149,11 @@ def _words(path: str | None):
     return read_words(path) if path else None
 
 
-def _write_parquet(frame, path: Path) -> None:
-    from mechit.store import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
-def _concepts(model, args, out: Path, words) -> int:
+def _concepts(model, args, words):
     from mechit.ffn.concepts import ffn_concepts
 
-    frame = ffn_concepts(model, parse_indices(args.layers, "--layers"), n_components=_n_components(model, args.n_components),
-                         top_k=args.top_k, words=words)
-    _write_parquet(frame, out / "concepts.parquet")
-    return len(frame)
+    return ffn_concepts(model, parse_indices(args.layers, "--layers"), n_components=_n_components(model, args),
+                        top_k=args.top_k, words=words)
 
 
 def run_ffn(args: argparse.Namespace) -> int:
@@ -166,19 +161,21 @@ def run_ffn(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from mechit.arch.weights import mlp_out_weights
-    from mechit.ffn.concepts import neuron_tokens, resolve_layers
+    from mechit.arch.weights import mlp_out_weights, select_indices
+    from mechit.ffn.neurons import neuron_tokens
     from mechit.models import load_model
-    from mechit.store import remove_stale_temporaries, write_json
+    from mechit.store import remove_stale_temporaries, write_json, write_table
 
     _check_args(args)
     words = _words(args.words)
     remove_stale_temporaries(args.out)
     model = load_model(args.model, **loading_kwargs(args))
     _check_against(model, args, words)
-    n_rows = _concepts(model, args, args.out, words)
+    concepts = _concepts(model, args, words)
+    write_table(concepts, args.out / "concepts.parquet")
     tables = []
-    for layer in tqdm(resolve_layers(model, parse_indices(args.layers, "--layers")), desc="neurons", unit="layer"):
+    layers = select_indices("layer", parse_indices(args.layers, "--layers"), int(model.cfg.n_layers), from_end=True)
+    for layer in tqdm(layers, desc="neurons", unit="layer"):
         if args.neurons == "all":
             chosen = None
         else:
@@ -186,11 +183,11 @@ def run_ffn(args: argparse.Namespace) -> int:
             chosen = torch.topk(norms, int(args.neurons)).indices.sort().values.tolist()
         tables.append(neuron_tokens(model, layer, chosen, k=args.neuron_k))
     neurons = pd.concat(tables, ignore_index=True)
-    _write_parquet(neurons, args.out / "neurons.parquet")
+    write_table(neurons, args.out / "neurons.parquet")
     write_json(args.out / "meta.json", {"model": args.model, "layers": args.layers, "top_k": args.top_k,
-                                        "n_components": _n_components(model, args.n_components),
+                                        "n_components": _n_components(model, args),
                                         "words": args.words, "neurons": args.neurons})
-    print(f"{n_rows} concept rows -> {args.out / 'concepts.parquet'}; "
+    print(f"{len(concepts)} concept rows -> {args.out / 'concepts.parquet'}; "
           f"{int(neurons.groupby('layer')['neuron'].nunique().max())} neurons per layer -> {args.out / 'neurons.parquet'}")
     return 0
 
@@ -198,7 +195,7 @@ def run_ffn(args: argparse.Namespace) -> int:
 def run_rotation(args: argparse.Namespace) -> int:
     from mechit.ffn.rotation import ffn_rotation
     from mechit.models.pair import load_pair
-    from mechit.store import remove_stale_temporaries, write_json
+    from mechit.store import remove_stale_temporaries, write_json, write_table
     from mechit.views.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
 
     _check_args(args)
@@ -206,11 +203,11 @@ def run_rotation(args: argparse.Namespace) -> int:
     remove_stale_temporaries(args.out)
     pair = load_pair(args.base, args.tuned, **loading_kwargs(args))
     _check_against(pair.base, args, words)
-    rotation = ffn_rotation(pair, parse_indices(args.layers, "--layers"), k=args.k, top_k=args.top_k, words=words,
-                            n_changed=args.n_changed)
+    concepts = pair.run(_concepts, args, words)
+    rotation = ffn_rotation(pair, concepts, parse_indices(args.layers, "--layers"), k=args.k, n_changed=args.n_changed)
     rotation.save(args.out)
-    for name, model in pair:
-        _concepts(model, args, args.out / name, words)
+    for name, frame in concepts.groupby("model", sort=False):
+        write_table(frame.drop(columns="model").reset_index(drop=True), args.out / name / "concepts.parquet")
     save_figure(plot_principal_angles(rotation), args.out / "principal_angles")
     save_figure(plot_neuron_cosines(rotation), args.out / "neuron_cosines")
     write_json(args.out / "meta.json", {"base": pair.base_spec, "tuned": pair.tuned_spec, "k": args.k,
@@ -223,14 +220,9 @@ def run_rotation(args: argparse.Namespace) -> int:
 def run_labels(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mechit.errors import InputError
-    from mechit.ffn.labels import (
-        label_concepts,
-        label_proportions,
-        label_table,
-        make_labeller,
-    )
-    from mechit.store import remove_stale_temporaries
+    from mechit.ffn.labellers import label_concepts, make_labeller
+    from mechit.ffn.labels import label_proportions, label_table
+    from mechit.store import remove_stale_temporaries, write_table
     from mechit.views.ffn import plot_label_proportions, save_figure
 
     for flag, minimum in (("seeds", 1), ("max_components", 1), ("group_size", 1), ("retries", 0)):
@@ -261,16 +253,16 @@ def run_labels(args: argparse.Namespace) -> int:
         labeller = make_labeller("lexicon")
     n_seeds = args.seeds or (1 if args.labeller == "lexicon" else 5)
     labels = label_concepts(concepts, labeller, seeds=range(n_seeds), max_components=args.max_components)
-    _write_parquet(labels, directory / "labels.parquet")
+    write_table(labels, directory / "labels.parquet")
     props = label_proportions(labels, group_size=args.group_size)
-    _write_parquet(props, directory / "label_proportions.parquet")
+    write_table(props, directory / "label_proportions.parquet")
     for question in ("task", "level"):
         save_figure(plot_label_proportions(props, question, group_size=args.group_size),
                     directory / f"label_proportions_{question}")
     if "model" in labels:
         table = label_table(labels)
-        table.to_csv(directory / "label_table.csv", index=False)
-        label_table(labels, group_size=args.group_size).to_csv(directory / "label_table_groups.csv", index=False)
+        write_table(table, directory / "label_table.csv")
+        write_table(label_table(labels, group_size=args.group_size), directory / "label_table_groups.csv")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"{len(labels)} labels ({labeller.name}, {n_seeds} seed(s)) -> {directory}")
     return 0

@@ -12,8 +12,14 @@ layer:
   ``|cos|`` of their directions, with the Jaccard overlap of their concept word lists;
 - **most-changed neurons** (lowest ``W_out`` cosine) with their top tokens before and after.
 
->>> rot = mechit.ffn_rotation(mechit.load_pair(), k=20)   # doctest: +SKIP
->>> rot.summary                                           # doctest: +SKIP
+The concept words come from each model's :func:`~mechit.ffn.concepts.ffn_concepts` frame
+(``pair.run(ffn_concepts, ...)``): the rotation reuses them rather than computing them again.
+
+>>> from mechit.ffn.concepts import ffn_concepts
+>>> concepts = pair.run(ffn_concepts, n_components=5, top_k=5, progress=False)
+>>> rot = ffn_rotation(pair, concepts, k=5, progress=False)
+>>> rot.summary["layer"].tolist()
+[0, 1, 2, 3, 4, 5]
 """
 
 from __future__ import annotations
@@ -31,19 +37,13 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechit.runtime import single_thread
+import mechit.arch.weights as weight_views
 from mechit.errors import IncompatiblePairError, InputError
-from mechit.ffn.concepts import (
-    check_same_mlp,
-    concept_words,
-    pair_models,
-    principal_components,
-    resolve_layers,
-    top_tokens,
-    unit_word_vectors,
-    vocab_strings,
-    word_key,
-)
+from mechit.ffn.concepts import principal_components
+from mechit.ffn.neurons import padded_vocab, top_tokens, word_key
+from mechit.models.pair import ModelPair
+from mechit.runtime import single_thread
+from mechit.store import write_table
 
 # ---------------------------------------------------------------------------- pure maths
 
@@ -103,7 +103,7 @@ def match_components(
     >>> match_components(a, b)
     (array([0, 1]), array([1, 0]), array([1., 1.]))
     """
-    sim = (a.to(torch.float64) @ b.to(torch.float64).T).abs().numpy()
+    sim = (a.to(torch.float64) @ b.to(torch.float64).T).abs().cpu().numpy()
     rows, cols = linear_sum_assignment(sim, maximize=True)
     return rows, cols, sim[rows, cols]
 
@@ -141,21 +141,22 @@ class Rotation:
     changed: pd.DataFrame
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """Write each frame as ``rotation_<field>.parquet`` in ``out_dir`` (atomic writes)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for f in fields(self):
-            path = out / f"rotation_{f.name}.parquet"
-            tmp = path.with_suffix(".parquet.tmp")
-            getattr(self, f.name).to_parquet(tmp, index=False)
-            tmp.replace(path)
-            paths.append(path)
-        return paths
+        """Write each frame as ``rotation_<field>.parquet`` in ``out_dir`` (atomic, through :mod:`mechit.store`).
+
+        >>> from mechit.ffn.concepts import ffn_concepts
+        >>> rot = ffn_rotation(pair, pair.run(ffn_concepts, 0, n_components=2, top_k=2, progress=False),
+        ...                    0, k=2, progress=False)
+        >>> [p.name for p in rot.save("rotation")][:2]
+        ['rotation_summary.parquet', 'rotation_angles.parquet']
+        >>> Rotation.load("rotation").summary.equals(rot.summary)
+        True
+        """
+        return [write_table(getattr(self, f.name), Path(out_dir) / f"rotation_{f.name}.parquet")
+                for f in fields(self)]
 
     @classmethod
     def load(cls, out_dir: str | Path) -> Rotation:
-        """Read back what :meth:`save` wrote."""
+        """Read back what :meth:`save` wrote (see its example)."""
         out = Path(out_dir)
         return cls(**{f.name: pd.read_parquet(out / f"rotation_{f.name}.parquet") for f in fields(cls)})
 
@@ -164,6 +165,51 @@ class Rotation:
 
 
 # ---------------------------------------------------------------------------- model wrapper
+
+
+def check_same_mlp(base: Any, tuned: Any) -> None:
+    """Raise :class:`IncompatiblePairError` unless both models have the same layers and MLP shapes.
+
+    >>> check_same_mlp(pair.base, pair.tuned)
+    """
+    for field in ("n_layers", "d_model", "d_mlp"):
+        a, b = getattr(base.cfg, field), getattr(tuned.cfg, field)
+        if a != b:
+            raise IncompatiblePairError(
+                f"base and tuned differ in {field} ({a} vs {b}): neuron-level comparison needs "
+                "the same architecture"
+            )
+
+
+def concept_words_by_layer(concepts: pd.DataFrame, layers: Sequence[int], k: int) -> dict[str, list[list[list[str]]]]:
+    """The words of components ``0..k-1`` per model and layer, from a tagged concept frame.
+
+    ``concepts`` is ``pair.run(ffn_concepts, ...)`` (a ``model`` column, "base" and "tuned").
+    Returns model -> layer (in the order of ``layers``) -> component -> words by rank.
+    Raises :class:`InputError` naming what the frame lacks.
+
+    >>> concepts = pd.DataFrame({"model": ["base", "base", "tuned", "tuned"], "layer": 0, "component": 0,
+    ...                          "rank": [1, 0, 0, 1], "word": ["b", "a", "c", "d"]})
+    >>> concept_words_by_layer(concepts, [0], 1)
+    {'base': [[['a', 'b']]], 'tuned': [[['c', 'd']]]}
+    """
+    missing = {"model", "layer", "component", "rank", "word"} - set(concepts.columns)
+    if missing:
+        raise InputError(f"concepts lacks the column(s) {', '.join(sorted(missing))}: pass "
+                         "pair.run(ffn_concepts, ...), the concepts of both models")
+    chosen = concepts[concepts["layer"].isin(layers) & (concepts["component"] < k)].sort_values(
+        ["model", "layer", "component", "rank"])
+    lists = chosen.groupby(["model", "layer", "component"], sort=False)["word"].agg(list)
+    out: dict[str, list[list[list[str]]]] = {}
+    for name in ("base", "tuned"):
+        out[name] = []
+        for layer in layers:
+            have = [c for c in range(k) if (name, layer, c) in lists.index]
+            if len(have) < k:
+                raise InputError(f"concepts holds {len(have)} components of the {name} model's layer {layer}; "
+                                 f"k={k} needs {k}: compute the concepts with n_components >= {k} on every layer")
+            out[name].append([list(lists[(name, layer, c)]) for c in range(k)])
+    return out
 
 
 def _token_words(vocab: Sequence[str], ids: Sequence[int]) -> list[str]:
@@ -181,12 +227,12 @@ def _layer_geometry(layer: int, weights: dict[str, dict[str, Tensor]], k: int, n
             f"layer {layer}: W_out shapes differ ({tuple(wb['out'].shape)} vs {tuple(wt['out'].shape)})"
         )
     comps = {m: principal_components(weights[m]["out"], k, name=f"{m} layer {layer} W_out") for m in weights}
-    angles = torch.rad2deg(principal_angles(comps["base"].directions, comps["tuned"].directions)).numpy()
+    angles = torch.rad2deg(principal_angles(comps["base"].directions, comps["tuned"].directions)).cpu().numpy()
     neurons = pd.DataFrame({"layer": layer, "neuron": np.arange(wb["out"].shape[0])})
-    neurons["cos_out"] = row_cosines(wb["out"], wt["out"]).numpy()
-    neurons["cos_in"] = row_cosines(wb["in"], wt["in"], dim=0).numpy()  # W_in [d, d_mlp]: one column per neuron
+    neurons["cos_out"] = row_cosines(wb["out"], wt["out"]).cpu().numpy()
+    neurons["cos_in"] = row_cosines(wb["in"], wt["in"], dim=0).cpu().numpy()  # W_in [d, d_mlp]: one column per neuron
     if wb["gate"] is not None and wt["gate"] is not None:
-        neurons["cos_gate"] = row_cosines(wb["gate"], wt["gate"], dim=0).numpy()
+        neurons["cos_gate"] = row_cosines(wb["gate"], wt["gate"], dim=0).cpu().numpy()
     rows, cols, abs_cos = match_components(comps["base"].directions, comps["tuned"].directions)
     order = np.argsort(neurons["cos_out"].to_numpy(), kind="stable")[:n_changed]
     return dict(layer=layer, comps=comps, angles=angles, neurons=neurons, match=(rows, cols, abs_cos),
@@ -205,8 +251,8 @@ def _layer_frames(geo: dict[str, Any], concept: dict[str, list[list[str]]],
             "tuned_component": cols,
             "abs_cos": abs_cos,
             "jaccard": [jaccard(concept["base"][r], concept["tuned"][c]) for r, c in zip(rows, cols)],
-            "base_explained": comps["base"].explained.numpy()[rows],
-            "tuned_explained": comps["tuned"].explained.numpy()[cols],
+            "base_explained": comps["base"].explained.cpu().numpy()[rows],
+            "tuned_explained": comps["tuned"].explained.cpu().numpy()[cols],
         }
     )
     changed = neurons.iloc[geo["order"]].reset_index(drop=True)
@@ -233,71 +279,65 @@ def _layer_frames(geo: dict[str, Any], concept: dict[str, list[list[str]]],
     return dict(summary=summary, angles=angle_frame, neurons=neurons, matches=matches, changed=changed)
 
 
+def _changed_tokens(model: Any, geometry: list[dict[str, Any]], name: str, n_tokens: int) -> list[list[list[str]]]:
+    """Top words of each layer's most-changed neurons under one model: layer -> neuron -> words."""
+    w_u = weight_views.unembedding(model)
+    vocab = padded_vocab(model, w_u.shape[1])
+    vecs = torch.cat([g["changed_vectors"][name] for g in geometry])  # [layers * n_changed, d]
+    _, tok = top_tokens(vecs, w_u, 3 * n_tokens)
+    per_neuron = [_token_words(vocab, r)[:n_tokens] for r in tok.tolist()]
+    counts = np.cumsum([0] + [len(g["order"]) for g in geometry])
+    return [per_neuron[a:b] for a, b in zip(counts[:-1], counts[1:])]
+
+
 def ffn_rotation(
-    pair: Any,
+    pair: ModelPair,
+    concepts: pd.DataFrame,
     layers: int | Iterable[int] | None = None,
     *,
     k: int = 50,
-    top_k: int = 50,
-    words: Sequence[str] | None = None,
     n_changed: int = 10,
     n_tokens: int = 10,
     progress: bool = True,
 ) -> Rotation:
     """Measure how far tuning rotated each FFN layer; see the module docstring.
 
-    ``pair`` is a :class:`~mechit.models.ModelPair` (or a ``(base, tuned)`` tuple; the
-    same model twice gives angles 0 and cosines 1). ``k`` components per side are
-    compared; concepts use ``top_k`` words from ``words`` (default
-    :func:`mechit.tokens.default_words`); ``n_changed`` neurons per layer are listed
-    with ``n_tokens`` top tokens before and after. Raises
+    ``pair`` is a :class:`~mechit.models.ModelPair` (the same model twice gives angles 0
+    and cosines 1); ``concepts`` is ``pair.run(ffn_concepts, ...)`` with at least ``k``
+    components on each chosen layer, whose word lists give the matched components'
+    Jaccard overlap. ``k`` components per side are compared; ``n_changed`` neurons per
+    layer are listed with ``n_tokens`` top tokens before and after. Raises
     :class:`~mechit.errors.IncompatiblePairError` if the MLP shapes differ and
-    :class:`~mechit.errors.InputError` if ``k`` exceeds a layer's rank.
+    :class:`~mechit.errors.InputError` if ``k`` exceeds a layer's rank or the concepts lack
+    a layer or components.
 
-    Per layer only the weights are read; the projections onto words and vocabulary run
-    once per model for all layers together (one pass over ``W_U`` instead of one per layer).
+    Per layer only the weights are read; the projections onto the vocabulary run once per
+    model for all layers together (one pass over ``W_U`` instead of one per layer).
 
-    >>> rot = mechit.ffn_rotation(pair, [0, 1], k=10)   # doctest: +SKIP
-    >>> rot.summary[["layer", "max_angle_deg", "median_cos_out"]]   # doctest: +SKIP
+    >>> from mechit.ffn.concepts import ffn_concepts
+    >>> concepts = pair.run(ffn_concepts, [0, 1], n_components=10, top_k=5, progress=False)
+    >>> rot = ffn_rotation(pair, concepts, [0, 1], k=10, progress=False)
+    >>> rot.angles.groupby("layer").size().tolist(), bool(rot.angles["angle_deg"].between(0, 90).all())
+    ([10, 10], True)
     """
-    from mechit.arch.weights import mlp_in_weights, mlp_out_weights, unembedding
-
-    base, tuned = pair_models(pair)
-    check_same_mlp(base, tuned)
-    models = {"base": base, "tuned": tuned}
-    layer_list = resolve_layers(base, layers)
+    if not isinstance(pair, ModelPair):
+        raise InputError(f"ffn_rotation needs a ModelPair (mechit.load_pair), got {type(pair).__name__}")
+    check_same_mlp(pair.base, pair.tuned)
+    layer_list = weight_views.select_indices("layer", layers, int(pair.base.cfg.n_layers), from_end=True)
     geometry = []
     for layer in tqdm(layer_list, desc="rotation", unit="layer", disable=not progress):
         weights = {}
-        for name, model in models.items():
-            w_in, w_gate = mlp_in_weights(model, layer)
-            weights[name] = {"out": mlp_out_weights(model, layer), "in": w_in, "gate": w_gate}
+        for name, model in pair:
+            w_in, w_gate = weight_views.mlp_in_weights(model, layer)
+            weights[name] = {"out": weight_views.mlp_out_weights(model, layer), "in": w_in, "gate": w_gate}
         with single_thread():  # small dense ops: see mechit.runtime.single_thread
             geometry.append(_layer_geometry(layer, weights, k, n_changed))
-
-    concept: dict[str, list[list[list[str]]]] = {}  # model -> layer -> component -> words
-    tokens: dict[str, list[list[list[str]]]] = {}  # model -> layer -> changed neuron -> words
-    for name, model in models.items():
-        kept, unit = unit_word_vectors(model, words)
-        if top_k > len(kept):
-            raise InputError(f"top_k={top_k} exceeds the number of usable words ({len(kept)})")
-        dirs = torch.cat([g["comps"][name].directions for g in geometry])  # [layers * k, d]
-        _, idx = concept_words(dirs, unit, top_k, chunk=256)
-        words_of = [[kept[i] for i in r] for r in idx.tolist()]
-        concept[name] = [words_of[i * k : (i + 1) * k] for i in range(len(geometry))]
-
-        w_u = unembedding(model)
-        vocab = vocab_strings(model.tokenizer)
-        vocab = tuple(vocab) + tuple(f"<pad{i}>" for i in range(len(vocab), w_u.shape[1]))
-        vecs = torch.cat([g["changed_vectors"][name] for g in geometry])  # [layers * n_changed, d]
-        _, tok = top_tokens(vecs, w_u, 3 * n_tokens)
-        per_neuron = [_token_words(vocab, r)[:n_tokens] for r in tok.tolist()]
-        counts = np.cumsum([0] + [len(g["order"]) for g in geometry])
-        tokens[name] = [per_neuron[a:b] for a, b in zip(counts[:-1], counts[1:])]
+    concept = concept_words_by_layer(concepts, layer_list, k)  # model -> layer -> component -> words
+    tokens = {name: _changed_tokens(model, geometry, name, n_tokens) for name, model in pair}
 
     parts: dict[str, list[pd.DataFrame]] = {f.name: [] for f in fields(Rotation)}
     for i, geo in enumerate(geometry):
-        frames = _layer_frames(geo, {m: concept[m][i] for m in models}, {m: tokens[m][i] for m in models}, k)
+        frames = _layer_frames(geo, {m: concept[m][i] for m in concept}, {m: tokens[m][i] for m in tokens}, k)
         for key, frame in frames.items():
             parts[key].append(frame)
     return Rotation(**{key: pd.concat(frames, ignore_index=True) for key, frames in parts.items()})

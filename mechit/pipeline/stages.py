@@ -232,7 +232,8 @@ def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
     """
     from mechit.ffn.concepts import ffn_concepts
     from mechit.ffn.rotation import ffn_rotation
-    from mechit.ffn.labels import label_concepts, label_proportions, label_table
+    from mechit.ffn.labellers import label_concepts
+    from mechit.ffn.labels import label_proportions, label_table
 
     o = ctx.options
     words = _words(ctx)
@@ -246,8 +247,7 @@ def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
     labels = label_concepts(concepts, progress=ctx.progress)
     proportions = label_proportions(labels, group_size=o.ffn_layer_group)
     ctx.tick("labels")
-    rotation = ffn_rotation(ctx.pair, k=o.rotation_k or min(50, k), top_k=o.concept_top_k, words=words,
-                            progress=ctx.progress)
+    rotation = ffn_rotation(ctx.pair, concepts, k=o.rotation_k or min(50, k), progress=ctx.progress)
     ctx.tick("rotation")
     return {
         "ffn_concepts": concepts,

@@ -1,7 +1,8 @@
 """Views of the FFN frames: neuron top-k tokens (circuitsvis) and matplotlib figures.
 
 - :func:`neuron_view`: circuitsvis ``topk_tokens`` table of the words each neuron promotes
-  and suppresses, base and tuned in one widget (first drop-down: model).
+  and suppresses, base and tuned in one widget (first drop-down: model), drawn from the
+  frame of :func:`mechit.ffn.neurons.neuron_tokens` (views never run a model).
 - :func:`plot_label_proportions`: label proportions per layer group, base vs tuned (the
   paper's Figure 3 style), from :func:`mechit.ffn.labels.label_proportions`.
 - :func:`plot_principal_angles`: max and mean principal angle per layer, from
@@ -11,8 +12,9 @@
 Each plot returns a matplotlib Figure (shown inline in notebooks); :func:`save_figure`
 writes it as PNG and SVG.
 
->>> import mechit.views as viz                                            # doctest: +SKIP
->>> viz.save_figure(viz.plot_principal_angles(rotation), "out/angles")  # doctest: +SKIP
+>>> angles = pd.DataFrame({"layer": [0, 0], "index": [0, 1], "angle_deg": [3.0, 40.0]})
+>>> [p.name for p in save_figure(plot_principal_angles(angles), "out/angles")]
+['angles.png', 'angles.svg']
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mechit.errors import InputError
+from mechit.store import atomic_path
+from mechit.views.heads import HTMLView
+
 BASE_COLOR, TUNED_COLOR = "#4C72B0", "#DD8452"
 
 
 def save_figure(fig: Any, stem: str | Path, *, dpi: int = 150) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` (atomic: temp file then rename); returns both paths.
+    """Write ``stem.png`` and ``stem.svg`` atomically (:func:`mechit.store.atomic_path`); returns both paths.
 
     >>> import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
     >>> import tempfile; fig = plt.figure()
@@ -36,18 +42,18 @@ def save_figure(fig: Any, stem: str | Path, *, dpi: int = 150) -> list[Path]:
     ['.png', '.svg']
     """
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "svg"):
         path = stem.with_name(f"{stem.name}.{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
         paths.append(path)
     return paths
 
 
 def _plt():
+    """pyplot, on a non-interactive backend outside notebooks (imported here: the backend is
+    chosen before pyplot loads)."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -156,36 +162,73 @@ def plot_neuron_cosines(rotation: Any, *, bins: int = 60) -> Any:
     return fig
 
 
-def neuron_view(model_or_pair: Any, layer: int, neurons: Sequence[int], *, k: int = 10) -> Any:
+def neuron_score_grid(
+    table: pd.DataFrame, layer: int | None = None, neurons: Sequence[int] | None = None
+) -> tuple[list[str], list[str], list[int], np.ndarray]:
+    """The scores of a neuron table as a grid: (models, words, neurons, scores [model, word, neuron]).
+
+    ``table`` is :func:`mechit.ffn.neurons.neuron_tokens` of one model, or
+    ``pair.run(neuron_tokens, ...)`` (a ``model`` column); ``layer`` may be left out when
+    the table holds one layer. A word outside a model's top and bottom lists of a neuron
+    gets the midpoint between that list's weakest top and weakest bottom score, so it
+    ranks between them, as its true score does.
+
+    >>> table = pd.DataFrame({"layer": 0, "neuron": 0, "direction": ["top", "bottom"], "rank": 0,
+    ...                       "word": ["a", "b"], "score": [4.0, -2.0]})
+    >>> models, words, neurons, grid = neuron_score_grid(table)
+    >>> models, words, neurons, grid[0, :, 0].tolist()
+    (['model'], ['a', 'b'], [0], [4.0, -2.0])
+    """
+    frame = table if "model" in table else table.assign(model="model")
+    if layer is None:
+        layers = sorted(frame["layer"].unique())
+        if len(layers) != 1:
+            raise InputError(f"the neuron table holds layers {[int(x) for x in layers]}: pass layer=")
+        layer = layers[0]
+    frame = frame[frame["layer"] == layer]
+    if frame.empty:
+        raise InputError(f"the neuron table has no rows of layer {layer}")
+    chosen = sorted(int(n) for n in frame["neuron"].unique()) if neurons is None else [int(n) for n in neurons]
+    missing = sorted(set(chosen) - set(frame["neuron"]))
+    if missing:
+        raise InputError(f"the neuron table has no rows of neuron(s) {missing} in layer {layer}")
+    frame = frame[frame["neuron"].isin(chosen)]
+    models = list(dict.fromkeys(frame["model"]))
+    words = list(dict.fromkeys(frame["word"]))
+    position = {w: i for i, w in enumerate(words)}
+    grid = np.empty((len(models), len(words), len(chosen)))
+    for (model, neuron), rows in frame.groupby(["model", "neuron"], sort=False):
+        m, n = models.index(model), chosen.index(int(neuron))
+        top, bottom = rows[rows["direction"] == "top"]["score"], rows[rows["direction"] == "bottom"]["score"]
+        grid[m, :, n] = (top.min() + bottom.max()) / 2 if len(top) and len(bottom) else rows["score"].median()
+        grid[m, [position[w] for w in rows["word"]], n] = rows["score"].to_numpy()
+    return models, words, chosen, grid
+
+
+def neuron_view(
+    table: pd.DataFrame, layer: int | None = None, neurons: Sequence[int] | None = None, *, k: int | None = None
+) -> HTMLView:
     """circuitsvis top-k table of the words each neuron promotes (top) and suppresses (bottom).
 
-    The candidate tokens are every model's top and bottom ``k`` words of the chosen
-    neurons; scores are ``W_out[n] · W_U`` of each model. With a pair, the first drop-down
-    switches between base and tuned. Returns an :class:`~mechit.views.heads.HTMLView`.
+    ``table`` is :func:`mechit.ffn.neurons.neuron_tokens` of one model or
+    ``pair.run(neuron_tokens, ...)`` of both (the first drop-down then switches between
+    base and tuned); scores are each model's ``W_out[n] · W_U`` (:func:`neuron_score_grid`).
+    ``k`` words per direction (default: as many as the table holds). Returns an
+    :class:`~mechit.views.heads.HTMLView`.
 
-    >>> viz.neuron_view(pair, 3, [10, 42]).save("neurons.html")      # doctest: +SKIP
+    >>> from mechit.ffn.neurons import neuron_tokens
+    >>> view = neuron_view(pair.run(neuron_tokens, 3, [10, 42], k=5))
+    >>> view.save("neurons.html").exists()
+    True
     """
-    import torch
-    from circuitsvis.topk_tokens import topk_tokens
+    from circuitsvis.topk_tokens import topk_tokens  # lazy: circuitsvis imports torch (seconds), views need not
 
-    from mechit.ffn.concepts import is_pair, neuron_tokens, pair_models, vocab_strings, word_key
-    from mechit.arch.weights import mlp_out_weights, unembedding
-    from mechit.views.heads import HTMLView
-
-    models = list(zip(("base", "tuned"), pair_models(model_or_pair))) if is_pair(model_or_pair) else [("model", model_or_pair)]
-    ids: dict[str, int] = {}
-    for _, model in models:
-        table = neuron_tokens(model, layer, list(neurons), k=k)
-        for toks in table["token_ids"]:
-            ids.setdefault(word_key(vocab_strings(model.tokenizer)[toks[0]]), toks[0])
-    cand = torch.tensor(list(ids.values()))
-    acts = []
-    for _, model in models:
-        scores = mlp_out_weights(model, layer)[list(neurons)] @ unembedding(model)[:, cand]  # [n, cand]
-        acts.append(scores.T.numpy())  # [cand, n]
+    models, words, chosen, grid = neuron_score_grid(table, layer, neurons)
+    layer = int(table["layer"].iloc[0]) if layer is None else layer
+    ranks = int(table["rank"].max()) + 1
     rendered = topk_tokens(
-        tokens=[list(ids)], activations=[np.stack(acts)], max_k=k,
-        first_dimension_name="Model", third_dimension_name=f"Neuron (layer {layer}: {', '.join(map(str, neurons))})",
-        first_dimension_labels=[name for name, _ in models],
+        tokens=[words], activations=[grid], max_k=ranks if k is None else min(k, ranks),
+        first_dimension_name="Model", third_dimension_name=f"Neuron (layer {layer}: {', '.join(map(str, chosen))})",
+        first_dimension_labels=models,
     )
     return HTMLView(rendered.local_src, title=f"neurons of layer {layer}")

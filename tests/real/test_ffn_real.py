@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import mechit
-from mechit.ffn.labels import LEVEL_LABELS, TASK_LABELS, LexiconLabeller, label_concepts
+from mechit.ffn.labellers import label_concepts
+from mechit.ffn.labels import LEVEL_LABELS, TASK_LABELS
+from mechit.ffn.lexicon import LexiconLabeller
 
 pytestmark = pytest.mark.real
 
@@ -42,8 +44,10 @@ def test_neuron_tokens_and_self_rotation(model):
     assert top.iloc[0]["score"] == pytest.approx(float(logits.max()), rel=1e-4)
     assert len(top) == 5 and top["word"].map(len).gt(0).all()
 
-    rot = mechit.ffn_rotation((model, model), [0, 5], k=20, top_k=10, words=mechit.frequent_words(2000),
-                              progress=False)
+    pair = mechit.ModelPair(model, model)
+    concepts = pair.run(mechit.ffn_concepts, [0, 5], n_components=20, top_k=10, words=mechit.frequent_words(2000),
+                        progress=False)
+    rot = mechit.ffn_rotation(pair, concepts, [0, 5], k=20, progress=False)
     assert rot.angles["angle_deg"].max() < 1e-4
     np.testing.assert_allclose(rot.neurons["cos_out"], 1.0, atol=1e-9)
     np.testing.assert_allclose(rot.matches["jaccard"], 1.0)

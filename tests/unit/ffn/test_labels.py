@@ -1,4 +1,4 @@
-"""mechit.ffn.labels: lexicon labeller, endpoint labeller against a fake server, proportions."""
+"""mechit.ffn.labels, .lexicon, .labellers: lexicon labeller, endpoint labeller against a fake server, proportions."""
 
 from __future__ import annotations
 
@@ -13,19 +13,16 @@ import pandas as pd
 import pytest
 
 from mechit.errors import MechitError
-from mechit.ffn.labels import (
+from mechit.ffn.labellers import (
     EndpointLabeller,
     LabelCache,
-    LabellerError,
-    LexiconLabeller,
     LocalModelLabeller,
     build_prompt,
     label_concepts,
-    label_proportions,
-    label_table,
-    organism_second_language,
     parse_label,
 )
+from mechit.ffn.labels import LabellerError, label_proportions, label_table
+from mechit.ffn.lexicon import LexiconLabeller, organism_second_language
 
 # ---------------------------------------------------------------- lexicon
 

@@ -76,15 +76,40 @@ def test_ffn_command_and_errors(tiny_pair_dirs, words_file, tmp_path, capsys):
     assert "--url" in capsys.readouterr().err
 
 
+def test_neuron_score_grid_fills_between_the_lists():
+    from mechit.views.ffn import neuron_score_grid
+
+    table = pd.DataFrame({"model": ["base"] * 4 + ["tuned"] * 4, "layer": 0, "neuron": 5,
+                          "direction": ["top", "top", "bottom", "bottom"] * 2, "rank": [0, 1] * 4,
+                          "word": ["a", "b", "y", "z", "a", "c", "y", "w"],
+                          "score": [9.0, 7.0, -4.0, -6.0, 8.0, 6.0, -1.0, -3.0]})
+    models, words, neurons, grid = neuron_score_grid(table)
+    assert (models, words, neurons) == (["base", "tuned"], ["a", "b", "y", "z", "c", "w"], [5])
+    # base lacks c and w: midpoint of its weakest top (7) and weakest bottom (-4) = 1.5; tuned: (6 - 1) / 2
+    assert grid[0, :, 0].tolist() == [9.0, 7.0, -4.0, -6.0, 1.5, 1.5]
+    assert grid[1, :, 0].tolist() == [8.0, 2.5, -1.0, 2.5, 6.0, -3.0]
+    with pytest.raises(InputError, match=r"neuron\(s\) \[6\]"):
+        neuron_score_grid(table, neurons=[6])
+    with pytest.raises(InputError, match="pass layer="):
+        neuron_score_grid(pd.concat([table, table.assign(layer=1)]))
+
+
 def test_neuron_view_and_label_figure(tiny_pair_dirs, tmp_path):
     from mechit.ffn.labels import label_proportions
-    from mechit.models import load_model
-    from mechit.views.ffn import neuron_view, plot_label_proportions, save_figure
+    from mechit.ffn.neurons import neuron_tokens
+    from mechit.models import ModelPair, load_model
+    from mechit.views.ffn import neuron_score_grid, neuron_view, plot_label_proportions, save_figure
 
-    pair = (load_model(tiny_pair_dirs[0]), load_model(tiny_pair_dirs[1]))
-    view = neuron_view(pair, 0, [1, 7], k=3)
+    pair = ModelPair(load_model(tiny_pair_dirs[0]), load_model(tiny_pair_dirs[1]))
+    table = pair.run(neuron_tokens, 0, [1, 7], k=3)
+    view = neuron_view(table, k=3)
     html = view.save(tmp_path / "neurons.html").read_text()
     assert "TopkTokens" in html and "Model" in html
+    # every model's listed words carry that model's own scores
+    models, words, neurons, grid = neuron_score_grid(table)
+    assert models == ["base", "tuned"] and neurons == [1, 7]
+    for row in table.itertuples():
+        assert grid[models.index(row.model), words.index(row.word), neurons.index(row.neuron)] == row.score
     labels = pd.DataFrame({"model": ["base", "tuned"] * 4, "layer": [0, 0, 4, 4] * 2, "component": [0, 0, 0, 0, 1, 1, 1, 1],
                            "seed": 0, "question": "task", "label": ["math", "none", "none", "coding"] * 2})
     fig = plot_label_proportions(label_proportions(labels))

@@ -1,4 +1,4 @@
-"""mechit.ffn.concepts: neuron tokens and principal-component concepts."""
+"""mechit.ffn.neurons and mechit.ffn.concepts: neuron tokens and principal-component concepts."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from mechit.errors import IncompatiblePairError, InputError
-from mechit.ffn.concepts import (
-    concept_words,
-    group_ranked_tokens,
-    neuron_token_table,
-    normalise_rows,
-    principal_components,
-    top_tokens,
-    word_key,
-)
+from mechit.ffn.concepts import concept_words, normalise_rows, principal_components
+from mechit.ffn.neurons import group_ranked_tokens, neuron_token_table, neuron_tokens, top_tokens, word_key
+from mechit.models import ModelPair
 
 
 def _gen(seed=0):
@@ -135,7 +129,7 @@ WORDS = "the cat sat on mat dog story about write give find make tell please ans
 
 def test_neuron_tokens_model_equals_brute_force(models):
     import mechit
-    from mechit.ffn.concepts import vocab_strings
+    from mechit.ffn.neurons import vocab_strings
     from mechit.arch.weights import mlp_out_weights, unembedding
 
     model = models[0]
@@ -150,15 +144,20 @@ def test_neuron_tokens_model_equals_brute_force(models):
     assert bottom5.iloc[0]["score"] == pytest.approx(float(logits[1].min()), rel=1e-5)
 
 
-def test_neuron_tokens_pair_side_by_side(models):
+def test_neuron_tokens_of_a_pair_through_pair_run(models):
     import mechit
 
     single = {m: mechit.neuron_tokens(models[i], 0, [2], k=3) for i, m in enumerate(("base", "tuned"))}
-    both = mechit.neuron_tokens(models, 0, [2], k=3)
-    assert list(both.columns) == ["layer", "neuron", "direction", "rank", "base_word", "base_score",
-                                  "tuned_word", "tuned_score"]
+    both = ModelPair(*models).run(neuron_tokens, 0, [2], k=3)
+    assert list(both.columns) == ["model", "layer", "neuron", "direction", "rank", "word", "score", "token_ids"]
     for m in ("base", "tuned"):
-        assert both[f"{m}_word"].tolist() == single[m]["word"].tolist()
+        side = both[both.model == m].reset_index(drop=True)
+        assert side["word"].tolist() == single[m]["word"].tolist()
+        assert side["score"].tolist() == single[m]["score"].tolist()
+    # a negative layer counts from the end (2 layers: -1 is layer 1)
+    last = mechit.neuron_tokens(models[0], -1, [2], k=3)
+    assert set(last["layer"]) == {1}
+    assert last["word"].tolist() == mechit.neuron_tokens(models[0], 1, [2], k=3)["word"].tolist()
     with pytest.raises(InputError, match="neuron 999"):
         mechit.neuron_tokens(models[0], 0, [999])
     with pytest.raises(InputError, match="layer 5"):
@@ -204,9 +203,11 @@ def test_ffn_concepts_bad_input(models):
 
 
 def test_pair_with_different_d_mlp_is_rejected(tiny_dirs, models):
-    import mechit
     from mechit.models import load_model
+
+    from mechit.ffn.rotation import check_same_mlp
 
     wide = load_model(tiny_dirs("llama", "llama-wide", intermediate_size=96))
     with pytest.raises(IncompatiblePairError, match="d_mlp"):
-        mechit.neuron_tokens((models[0], wide), 0, [0])
+        check_same_mlp(models[0], wide)
+    check_same_mlp(*models)  # same shapes: no error

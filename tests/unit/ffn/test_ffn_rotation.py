@@ -10,8 +10,9 @@ import scipy.linalg
 import torch
 
 from mechit.errors import IncompatiblePairError, InputError
-from mechit.ffn.concepts import principal_components
-from mechit.ffn.rotation import Rotation, jaccard, match_components, principal_angles, row_cosines
+from mechit.ffn.concepts import ffn_concepts, principal_components
+from mechit.ffn.rotation import Rotation, ffn_rotation, jaccard, match_components, principal_angles, row_cosines
+from mechit.models import ModelPair
 
 
 def _gen(seed):
@@ -118,11 +119,14 @@ def models(tiny_pair_dirs):
     return load_model(tiny_pair_dirs[0]), load_model(tiny_pair_dirs[1])
 
 
-def test_self_rotation_is_zero(models, tmp_path):
-    import mechit
+def concepts_of(pair, layers=None, n_components=5, top_k=4):
+    return pair.run(ffn_concepts, layers, n_components=n_components, top_k=top_k, words=WORDS, progress=False)
 
+
+def test_self_rotation_is_zero(models, tmp_path):
     m = models[0]
-    rot = mechit.ffn_rotation((m, m), k=5, top_k=4, words=WORDS, n_changed=3, n_tokens=4, progress=False)
+    pair = ModelPair(m, m)
+    rot = ffn_rotation(pair, concepts_of(pair), k=5, n_changed=3, n_tokens=4, progress=False)
     assert rot.summary["layer"].tolist() == [0, 1]
     assert rot.angles["angle_deg"].abs().max() < 1e-8
     np.testing.assert_allclose(rot.neurons["cos_out"], 1.0, atol=1e-12)
@@ -131,9 +135,27 @@ def test_self_rotation_is_zero(models, tmp_path):
     assert (rot.matches["base_component"] == rot.matches["tuned_component"]).all()
     np.testing.assert_allclose(rot.matches["jaccard"], 1.0)
     assert (rot.changed["base_tokens"].map(list) == rot.changed["tuned_tokens"].map(list)).all()
-    rot.save(tmp_path)
+    paths = rot.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporaries left
     back = Rotation.load(tmp_path)
     assert back.summary.equals(rot.summary)
+
+
+def test_rotation_reads_the_words_from_the_concept_frames(models):
+    pair = ModelPair(*models)
+    concepts = concepts_of(pair, [0], n_components=4, top_k=3)
+    rot = ffn_rotation(pair, concepts, [0], k=4, progress=False)
+    # the Jaccard of each matched pair is that of the two frames' word lists
+    words = concepts.groupby(["model", "component"])["word"].agg(set)
+    for row in rot.matches.itertuples():
+        expected = jaccard(words[("base", row.base_component)], words[("tuned", row.tuned_component)])
+        assert row.jaccard == pytest.approx(expected)
+    # planted: tuned concepts of words the base never has -> every overlap 0, the geometry unchanged
+    planted = concepts.assign(word=np.where(concepts["model"] == "tuned", "zzz" + concepts["rank"].astype(str),
+                                            concepts["word"]))
+    moved = ffn_rotation(pair, planted, [0], k=4, progress=False)
+    assert (moved.matches["jaccard"] == 0).all()
+    assert moved.angles.equals(rot.angles) and moved.neurons.equals(rot.neurons)
 
 
 def test_known_rotation_through_the_model_wrapper(models, monkeypatch):
@@ -168,7 +190,8 @@ def test_known_rotation_through_the_model_wrapper(models, monkeypatch):
 
     wv = mechit.tokens.word_vectors
     monkeypatch.setattr(mechit.tokens, "word_vectors", lambda model, *a, **kw: wv(base, *a, **kw))
-    rot = mechit.ffn_rotation((base, tuned), [0], k=5, top_k=4, words=WORDS, progress=False)
+    pair = ModelPair(base, tuned)
+    rot = ffn_rotation(pair, concepts_of(pair, [0]), [0], k=5, progress=False)
     angles = rot.angles["angle_deg"].to_numpy()
     np.testing.assert_allclose(angles, [0, 0, 0, 0, math.degrees(theta)], atol=1e-3)
     # the matched components: all pairs aligned except component 0 (cos theta)
@@ -176,13 +199,20 @@ def test_known_rotation_through_the_model_wrapper(models, monkeypatch):
 
 
 def test_rotation_bad_input(models, tiny_dirs):
-    import mechit
     from mechit.models import load_model
 
+    pair = ModelPair(*models)
+    concepts = concepts_of(pair, [0], n_components=3, top_k=3)
     with pytest.raises(InputError, match="exceeds the rank"):
-        mechit.ffn_rotation(models, [0], k=500, words=WORDS, top_k=3, progress=False)
+        ffn_rotation(pair, concepts, [0], k=500, progress=False)
     wide = load_model(tiny_dirs("llama", "llama-wide", intermediate_size=96))
     with pytest.raises(IncompatiblePairError, match="d_mlp"):
-        mechit.ffn_rotation((models[0], wide), [0], k=3, words=WORDS, top_k=3, progress=False)
+        ffn_rotation(ModelPair(models[0], wide), concepts, [0], k=3, progress=False)
     with pytest.raises(InputError, match="ModelPair"):
-        mechit.ffn_rotation(models[0], [0])
+        ffn_rotation(models[0], concepts, [0])
+    with pytest.raises(InputError, match="holds 3 components of the base model's layer 0; k=4 needs 4"):
+        ffn_rotation(pair, concepts, [0], k=4, progress=False)
+    with pytest.raises(InputError, match="holds 0 components of the base model's layer 1"):
+        ffn_rotation(pair, concepts, [1], k=3, progress=False)
+    with pytest.raises(InputError, match="lacks the column"):
+        ffn_rotation(pair, concepts.drop(columns="model"), [0], k=3, progress=False)
