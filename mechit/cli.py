@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "compare",
     "heads",
     "ffn",
+    "ffn_check",
 ]
 
 
