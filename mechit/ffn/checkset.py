@@ -22,7 +22,7 @@ level / phonology     frequent words sharing a spelled rime (-ght) or onset (str
 level / semantics     topical sets: animals, food, body, clothing, ... (typed)
 ====================  =======================================================================
 
-Each pool is split in two disjoint halves, ``calibration`` (to tune a labeller's
+Each label's pools are split in two halves with no lemma in common, ``calibration`` (to tune a labeller's
 thresholds) and ``test`` (to measure it); noise words too. Task concepts carry only a task
 truth and level concepts only a level truth. The set depends only on ``seed`` and the
 installed wordfreq, lemminflect and Pygments data.
@@ -31,7 +31,7 @@ installed wordfreq, lemminflect and Pygments data.
 >>> check.groupby(["split", "question"]).size().to_dict()
 {('calibration', 'level'): 64, ('calibration', 'task'): 80, ('test', 'level'): 64, ('test', 'task'): 80}
 >>> row = check[(check.split == "test") & (check.truth == "math")].iloc[0]
->>> len(row.words), row.noise
+>>> len(row.words), float(row.noise)
 (20, 0.1)
 """
 
@@ -72,7 +72,7 @@ def _single(words: Sequence[str]) -> list[Unit]:
 def pygments_keywords(language: str) -> list[str]:
     """Keywords and builtin names that a Pygments lexer lists for ``language``.
 
-    >>> {"def", "lambda", "isinstance"} <= set(pygments_keywords("python"))
+    >>> {"elif", "except", "isinstance"} <= set(pygments_keywords("python"))
     True
     """
     found: set[str] = set()
@@ -156,10 +156,27 @@ def _pools() -> tuple[dict[str, dict[str, dict[str, list[Unit]]]], list[Unit]]:
     return {"task": task, "level": level}, noise
 
 
-def _halves(units: list[Unit], seed: int) -> dict[str, list[Unit]]:
-    """Two disjoint halves of a pool: a seeded permutation, even places and odd places."""
-    order = np.random.default_rng(seed).permutation(len(units))
-    return {split: [units[i] for i in order[k::2]] for k, split in enumerate(SPLITS)}
+def _key(unit: Unit) -> str:
+    """A unit's lemma (verb reading first): forms of one lemma always fall in the same half."""
+    lemmas = getAllLemmas(unit[0])
+    return (lemmas.get("VERB") or next(iter(lemmas.values()), None) or unit[:1])[0]
+
+
+def _halves(kinds: dict[str, list[Unit]], seed: int) -> dict[str, dict[str, list[Unit]]]:
+    """Each kind's units in two disjoint halves: a lemma met in an earlier kind keeps its half,
+    new ones go, in seeded random order, to the half of this kind that has fewer."""
+    rng = np.random.default_rng(seed)
+    side: dict[str, int] = {}
+    out = {}
+    for kind, units in kinds.items():
+        halves: tuple[list[Unit], list[Unit]] = ([], [])
+        for i in rng.permutation(len(units)):
+            key = _key(units[i])
+            if key not in side:
+                side[key] = 0 if len(halves[0]) <= len(halves[1]) else 1
+            halves[side[key]].append(units[i])
+        out[kind] = dict(zip(SPLITS, halves))
+    return out
 
 
 def _sample(units: list[Unit], n: int, rng: np.random.Generator, where: str) -> list[str]:
@@ -188,18 +205,19 @@ def check_set(*, n_words: int = 20, per_label: int = 16, noise_rates: Sequence[f
         raise InputError("check set: n_words and per_label must be positive and noise rates in [0, 1)")
     pools, noise = _pools()
     rng = np.random.default_rng(seed)
-    noise_halves = _halves(noise, seed)
+    noise_halves = _halves({"noise": noise}, seed)["noise"]
+    halves = {(question, label): _halves(kinds, seed + 1) for question, labels in pools.items()
+              for label, kinds in labels.items()}
     rows = []
     for split in SPLITS:
         for question, labels in pools.items():
             for label, kinds in labels.items():
                 names = list(kinds)
-                halves = {kind: _halves(units, seed + 1 + k)[split] for k, (kind, units) in enumerate(kinds.items())}
                 for i in range(per_label):
                     kind = names[i % len(names)]
                     rate = float(noise_rates[(i + i // len(names)) % len(noise_rates)])
                     n_noise = 0 if label == "none" else int(round(n_words * rate))
-                    words = _sample(halves[kind], n_words - n_noise, rng, f"{label}/{kind}/{split}")
+                    words = _sample(halves[question, label][kind][split], n_words - n_noise, rng, f"{label}/{kind}/{split}")
                     words += _sample(noise_halves[split], n_noise, rng, f"noise/{split}")
                     rows.append({"concept": f"{split}/{question}/{label}/{i:02d}", "split": split,
                                  "question": question, "truth": label, "kind": kind,

@@ -69,7 +69,7 @@ def label_check_set(labeller: Labeller, check: pd.DataFrame, *, seed: int = 0,
 
     >>> from mechit.ffn.labels import LexiconLabeller
     >>> check = check_set(n_words=10, per_label=1)
-    >>> label_check_set(LexiconLabeller(foreign_words=()), check).predicted.notna().all()
+    >>> bool(label_check_set(LexiconLabeller(foreign_words=()), check).predicted.notna().all())
     True
     """
     predicted = []
