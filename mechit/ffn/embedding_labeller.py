@@ -94,7 +94,7 @@ class EmbeddingLabeller:
 
         >>> from mechit.heads.similarity import MiniLMSimilarity
         >>> source = MiniLMSimilarity(cache_dir=False)
-        >>> EmbeddingLabeller(source, source._load()[1].tokenize).word_tasks(["7", "sonnet", "the"])
+        >>> EmbeddingLabeller(source, source._load()[1].tokenize).word_tasks(["7", "novelist", "the"])
         ['math', 'writing', 'none']
         """
         sims = torch.stack([(self.word_vectors(words) @ p.T).max(dim=1).values for p in self._prototypes], 1)

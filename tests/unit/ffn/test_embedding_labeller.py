@@ -31,7 +31,7 @@ def test_beats_the_lexicon_on_both_questions(labeller):
 
 
 def test_word_tasks_and_second_language_only_by_option(labeller):
-    assert labeller.word_tasks(["7", "sonnet", "the"]) == ["math", "writing", "none"]
+    assert labeller.word_tasks(["7", "novelist", "the"]) == ["math", "writing", "none"]
     source = labeller.source
     zel = EmbeddingLabeller(source, labeller.tokenize, foreign_words={"kima", "tovu"})
     assert zel.word_tasks(["kima"]) == ["translation"]
