@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "compare",
     "heads",
     "ffn",
+    "ffn_check",
 ]
 
 
