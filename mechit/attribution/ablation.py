@@ -47,7 +47,8 @@ from tqdm.auto import tqdm
 from mechit.arch.weights import embed_scale, input_embedding
 from mechit.attribution.blocks import at_least_fp32
 from mechit.attribution.example import generate_response
-from mechit.data.prompts import PromptRecord, span_problem
+from mechit.data.prompts import PromptRecord
+from mechit.data.spans import span_problem
 from mechit.errors import InputError
 from mechit.tokens import Encoded, encode, span_mask
 
@@ -175,7 +176,7 @@ def ablate(model, prompt: str, response: str, *, instruction_spans: Sequence[tup
     if not isinstance(response, str) or not response.strip():
         raise InputError("field 'response' is empty; ablation scores a given response")
     spans = [tuple(s) for s in instruction_spans]
-    problem = span_problem(prompt, spans)
+    problem = span_problem(spans, len(prompt))
     if problem:
         raise InputError(f"field 'instruction_spans': {problem}")
     encoded = encode(model.tokenizer, prompt, response, chat_template=chat_template)

@@ -17,7 +17,8 @@ import torch
 
 import mechit
 from mechit.ffn import ffn_concepts, ffn_rotation, label_concepts
-from mechit.ffn.labels import NUMBER_WORDS, LexiconLabeller
+from mechit.models import ModelPair
+from mechit.ffn.lexicon import NUMBER_WORDS, LexiconLabeller
 from mechit.tokens import default_words, word_vectors
 
 LAYER, PLANTED = 4, range(48)
@@ -41,7 +42,9 @@ def planted_pair():
 
 def test_rotation_shows_the_planted_layer_only(planted_pair):
     tuned, copy, numbers = planted_pair
-    rotation = ffn_rotation((tuned, copy), k=K, n_changed=10, progress=False)
+    pair = ModelPair(tuned, copy)
+    concepts = pair.run(ffn_concepts, n_components=K, progress=False)
+    rotation = ffn_rotation(pair, concepts, k=K, n_changed=10, progress=False)
     angles = rotation.summary.set_index("layer").max_angle_deg
     assert angles[LAYER] > 30
     assert (angles.drop(LAYER) < 1e-2).all()  # float32 SVD of identical matrices
