@@ -35,7 +35,7 @@ from scipy import stats as scipy_stats
 ALL = "(all)"
 N_BOOT = 10_000
 
-COLUMNS = ["comparison", "model", "group", "n", "n_excluded", "n_a", "n_b", "mean_a", "mean_b", "mean_diff",
+COLUMNS = ["model", "comparison", "group", "n", "n_excluded", "n_a", "n_b", "mean_a", "mean_b", "mean_diff",
            "t", "p_value", "ci_low", "ci_high"]
 
 
