@@ -58,6 +58,7 @@ def register(subparsers) -> None:
 
 def run_attribute(args) -> int:
     """Run the dataset attribution and print a summary of failures."""
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import functools
     from pathlib import Path
 
@@ -104,6 +105,7 @@ def run_attribute(args) -> int:
 
 def run_stats(args) -> int:
     """Compute and write DIR/attribution_stats.(parquet|csv), and print it."""
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import json
     from pathlib import Path
 

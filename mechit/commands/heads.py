@@ -60,7 +60,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # imported here, not at the top: `mechit --help` stays fast
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import torch
 
     from mechit.data.wordlists import read_words
@@ -108,7 +108,7 @@ def _settings(directory: Path) -> dict:
 
 
 def run_shift(args: argparse.Namespace) -> int:
-    # imported here, not at the top: `mechit --help` stays fast
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import pandas as pd
 
     from mechit.data.wordlists import read_words

@@ -46,6 +46,7 @@ def format_info(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     from mechit.arch.weights import describe
     from mechit.models import load_model
 
