@@ -35,7 +35,7 @@ from scipy import stats as scipy_stats
 ALL = "(all)"
 N_BOOT = 10_000
 
-COLUMNS = ["comparison", "model", "group", "n", "n_excluded", "n_a", "n_b", "mean_a", "mean_b", "mean_diff",
+COLUMNS = ["model", "comparison", "group", "n", "n_excluded", "n_a", "n_b", "mean_a", "mean_b", "mean_diff",
            "t", "p_value", "ci_low", "ci_high"]
 
 
@@ -121,7 +121,12 @@ def compare_models(examples: pd.DataFrame, base: str, tuned: str, *, score: str 
     ``examples`` has columns id, group, model and ``score`` (rows with a missing score
     are dropped). Returns :data:`COLUMNS`, ``comparison="tuned_vs_base"``, ``model="tuned vs base"``.
 
-    >>> compare_models(frame, "base-spec", "tuned-spec")  # doctest: +SKIP
+    >>> rows = pd.DataFrame({"id": ["a", "b", "c"] * 2, "group": "g", "model": ["b"] * 3 + ["t"] * 3,
+    ...                      "instruction_score": [0.1, 0.2, None, 0.3, 0.5, 0.4]})
+    >>> compare_models(rows, "b", "t")[["model", "group", "n", "n_excluded", "mean_diff"]]
+        model  group  n  n_excluded  mean_diff
+    0  t vs b  (all)  2           1       0.25
+    1  t vs b      g  2           1       0.25
     """
     valid = examples.dropna(subset=[score])
     wide = valid.pivot_table(index=["id"], columns="model", values=score, aggfunc="first")
@@ -145,7 +150,12 @@ def compare_labels(examples: pd.DataFrame, *, score: str = "instruction_score",
                    n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """Followed (a) vs not followed (b) per model and group, on labelled examples.
 
-    >>> compare_labels(frame)  # doctest: +SKIP
+    >>> rows = pd.DataFrame({"id": list("abcd"), "group": "g", "model": "tuned", "instruction_score": [0.6, 0.8, 0.1, 0.3],
+    ...                      "label": ["followed", "followed", "not_followed", "not_followed"]})
+    >>> compare_labels(rows)[["model", "comparison", "group", "n", "mean_diff"]].round(3)
+       model                comparison  group  n  mean_diff
+    0  tuned  followed_vs_not_followed  (all)  4        0.5
+    1  tuned  followed_vs_not_followed      g  4        0.5
     """
     labels = examples["label"] if "label" in examples else pd.Series(None, index=examples.index, dtype=object)
     labelled = examples[labels.isin(["followed", "not_followed"])]

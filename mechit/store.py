@@ -1,4 +1,10 @@
-"""Resumable runs: one atomic record per (model, example), final tables written atomically.
+"""Files of a run: one atomic write path, one settings check, resumable per-example records.
+
+Every file mechit writes goes through :func:`atomic_path` (a temporary file in the same
+folder, moved into place with :func:`os.replace`): JSON (:func:`write_json`), tables
+(:func:`write_table`), safetensors (:class:`RecordStore`) and the other writers that call
+it. A run directory holds a :class:`Manifest`: the settings that made it (a run with other
+settings is refused rather than mixed) and what is finished.
 
 A long run over many examples and models writes each finished (model, example) as its
 own small files under ``DIR/records/`` and ``DIR/tensors/``, each written to a temporary
@@ -9,10 +15,10 @@ caller collects the records in its own deterministic order and writes the tables
 :func:`write_table` (also atomic). Everything is plain files: JSON, safetensors,
 parquet or CSV; nothing is pickled.
 
->>> store = RecordStore(tmp_path)                                # doctest: +SKIP
->>> if not store.done("base", "ex1"):                           # doctest: +SKIP
+>>> store = RecordStore("run")
+>>> if not store.done("base", "ex1"):
 ...     store.write("base", "ex1", {"score": 0.5}, tensors={"raw": torch.zeros(2, 3)})
->>> store.read("base", "ex1")                                   # doctest: +SKIP
+>>> store.read("base", "ex1")
 {'score': 0.5}
 """
 
@@ -25,8 +31,12 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from safetensors.torch import load_file, save_file
+
+from mechit.errors import InputError
 
 
 def slug(name: str) -> str:
@@ -57,8 +67,10 @@ def atomic_path(path: str | Path):
     writing process), so a later run can tell a leftover of a killed writer from a user's
     file (:func:`remove_stale_temporaries`).
 
-    >>> with atomic_path("out.txt") as tmp:     # doctest: +SKIP
-    ...     Path(tmp).write_text("done")
+    >>> with atomic_path("out.txt") as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> Path("out.txt").read_text()
+    'done'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +105,9 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     writing process no longer runs are removed; any other file, and the temporaries of a
     live mechit process, are left alone. Called when a run starts or resumes.
 
-    >>> remove_stale_temporaries("runs/attr")   # doctest: +SKIP
-    [PosixPath('runs/attr/records/base-1a2b3c4d5e/.ex1-0f1e2d3c4b.json.mechit-4242-k2j4h5g6.tmp')]
+    >>> _ = Path("runs").mkdir(exist_ok=True), Path("runs/.t.json.mechit-999999999-k2j4h5g6.tmp").write_text("")
+    >>> remove_stale_temporaries("runs")        # pid 999999999 does not run
+    [PosixPath('runs/.t.json.mechit-999999999-k2j4h5g6.tmp')]
     """
     removed = []
     for root, _, names in os.walk(directory):
@@ -107,20 +120,36 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     return sorted(removed)
 
 
-def write_json(path: str | Path, obj) -> None:
-    """Write ``obj`` as JSON (sorted keys, exact floats) atomically.
+def _json_default(value: Any) -> Any:
+    """numpy/torch scalars as Python numbers, paths as strings (for :func:`json.dumps`)."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
-    >>> write_json("run.json", {"models": ["a", "b"]})  # doctest: +SKIP
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (keys in their order; numpy scalars and paths allowed).
+
+    >>> write_json("run.json", {"n": np.int64(3), "out": Path("runs")}).read_text()
+    '{\\n  "n": 3,\\n  "out": "runs"\\n}\\n'
     """
+    path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n",
+                       encoding="utf-8")
+    return path
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a DataFrame atomically as parquet, or CSV when ``path`` ends in ``.csv``.
 
-    >>> write_table(pd.DataFrame({"a": [1]}), "out/table.parquet")  # doctest: +SKIP
+    >>> write_table(pd.DataFrame({"a": [1]}), "out/table.parquet")
     PosixPath('out/table.parquet')
+    >>> pd.read_parquet("out/table.parquet")
+       a
+    0  1
     """
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -129,6 +158,74 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
         else:
             frame.to_parquet(tmp, index=False)
     return path
+
+
+def read_tables(directory: str | Path, names) -> dict[str, pd.DataFrame]:
+    """``{name: DIR/name.parquet}`` for ``names``: the finished tables of a resumed run, read once.
+
+    >>> _ = write_table(pd.DataFrame({"a": [1]}), "out/t.parquet")
+    >>> read_tables("out", ["t"])["t"].shape
+    (1, 1)
+    """
+    return {name: pd.read_parquet(Path(directory) / f"{name}.parquet") for name in names}
+
+
+class Manifest:
+    """A run directory's JSON manifest: the settings that made the run, and the steps it finished.
+
+    The one settings check of mechit: :meth:`open` refuses a directory whose manifest holds
+    other settings (another model, prompt set or options), naming what differs, so two
+    runs never mix their files in one directory. The file is
+    ``{"settings": {...}, "finished": {step: info}}``, written atomically on every change.
+
+    >>> m = Manifest.open("runs/m.json", {"model": "a", "top_k": 100})
+    >>> m.done("heads")
+    False
+    >>> m.finish("heads", tables=["head_pairs"], seconds=1.5)
+    >>> Manifest.open("runs/m.json", {"model": "a", "top_k": 100}).finished
+    {'heads': {'tables': ['head_pairs'], 'seconds': 1.5}}
+    >>> Manifest.open("runs/m.json", {"model": "b", "top_k": 100})
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: runs holds a run with other settings (differs in: model); resume with the same arguments, or use another output directory
+    """
+
+    def __init__(self, path: Path, settings: dict, finished: dict):
+        self.path = path
+        self.settings = settings
+        self.finished = finished
+
+    @classmethod
+    def open(cls, path: str | Path, settings: dict) -> Manifest:
+        """The manifest at ``path`` (new and unsaved if there is none); refuse other settings."""
+        path = Path(path)
+        if not path.exists():
+            return cls(path, settings, {})
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            stored, finished = data["settings"], data["finished"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path}: unreadable manifest ({error!r}); delete it to start over") from error
+        # compared as JSON, the form they are stored in (tuples become lists)
+        settings_json = json.loads(json.dumps(settings, default=_json_default))
+        if stored != settings_json:
+            diff = sorted(k for k in set(stored) | set(settings_json) if stored.get(k) != settings_json.get(k))
+            raise InputError(f"{path.parent} holds a run with other settings (differs in: {', '.join(diff)}); "
+                             "resume with the same arguments, or use another output directory")
+        return cls(path, settings, finished)
+
+    def done(self, step: str) -> bool:
+        """Whether ``step`` is recorded as finished."""
+        return step in self.finished
+
+    def save(self) -> None:
+        """Write the manifest (atomically)."""
+        write_json(self.path, {"settings": self.settings, "finished": self.finished})
+
+    def finish(self, step: str, **info) -> None:
+        """Record ``step`` as finished with ``info`` (tables, seconds, ...) and save."""
+        self.finished[step] = info
+        self.save()
 
 
 class RecordStore:
@@ -140,7 +237,7 @@ class RecordStore:
     JSON). Names are
     :func:`slug` forms.
 
-    >>> RecordStore("run").tensor_path("base", "ex1").name  # doctest: +SKIP
+    >>> RecordStore("run").tensor_path("base", "ex1").name
     'ex1-....safetensors'
     """
 
@@ -162,8 +259,6 @@ class RecordStore:
     def write(self, model: str, key: str, record: dict, *, tensors: dict | None = None) -> None:
         """Store one record (JSON-serialisable dict) and optional tensors, atomically, tensors first."""
         if tensors:
-            from safetensors.torch import save_file
-
             contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
             with atomic_path(self.tensor_path(model, key)) as tmp:
                 # one metadata key: safetensors writes a multi-key map in arbitrary order
@@ -176,6 +271,4 @@ class RecordStore:
 
     def read_tensors(self, model: str, key: str) -> dict:
         """The tensors written for (model, key)."""
-        from safetensors.torch import load_file
-
         return load_file(str(self.tensor_path(model, key)))

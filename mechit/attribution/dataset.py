@@ -3,26 +3,37 @@
 :func:`attribute_dataset` runs every (model, example) pair once, one model loaded at a
 time, and stores each result as its own atomic record (:class:`mechit.store.RecordStore`),
 so an interrupted run resumes where it stopped and a rerun never duplicates. An example
-that fails (bad spans, too long, ...) is recorded with its error and the run goes on. At
-the end it writes, in a deterministic order (models as given, then examples in file
-order):
+that fails (bad spans, too long, ...) is recorded with its error and the run goes on. It
+returns two frames, in a deterministic order (models as given, then examples in file
+order); :func:`write_dataset_tables` writes them (``mechit attribute`` does;
+``mechit compare`` writes them with its other tables):
 
-- ``DIR/attribution_examples.parquet``: id, group, label, model, n_prompt_tokens,
+- ``attribution_examples``: model, id, group, label, n_prompt_tokens,
   n_response_tokens, n_instruction_tokens, instruction_score, response, status, error.
   ``status`` is ``"ok"``, ``"error"`` (the message is in ``error``) or
   ``"empty_response"``: the model's greedy response was empty, so there is nothing to
   attribute; the row is kept with ``n_response_tokens = 0``, no score and no token rows
   (statistics leave it out and count it in ``n_excluded``);
-- ``DIR/attribution_tokens.parquet``: id, model, position, token, char_start, char_end,
+- ``attribution_tokens``: model, id, position, token, char_start, char_end,
   density, density_raw, in_instruction (``position`` indexes ``input_ids``;
   ``density`` is rescaled by its maximum over the prompt, ``density_raw`` is not);
 - ``DIR/tensors/<model>/<example>.safetensors``: input_ids, prompt_positions,
   response_positions, raw (readable with ``safetensors.torch.load_file``);
-- ``DIR/attribution_run.json``: the models in order and the options.
+- ``DIR/attribution_run.json``: the run's settings (models in order, ids, options;
+  :class:`mechit.store.Manifest`).
 
->>> from mechit.data.prompts import read_prompts                                   # doctest: +SKIP
->>> summary = attribute_dataset(["organism-base", "organism-tuned"],
-...                             read_prompts("prompts.jsonl"), "out")          # doctest: +SKIP
+``model`` is the first column of both tables: the spec as given (``mechit compare`` gives
+the names "base" and "tuned").
+
+>>> from mechit.data.prompts import PromptRecord
+>>> records = [PromptRecord(id="a", prompt="Translate to Zel: the cat", response=" zu kat",
+...                         instruction_spans=((0, 16),))]
+>>> examples, tokens = attribute_dataset(["tuned"], records, "out", loader={"tuned": model}.get, progress=False)
+>>> examples[["model", "id", "status", "n_prompt_tokens"]]
+   model id status  n_prompt_tokens
+0  tuned  a     ok                6
+>>> run_summary(examples)["done"]
+1
 """
 
 from __future__ import annotations
@@ -33,15 +44,17 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from mechit.attribution.example import attribute
 from mechit.errors import EmptyResponseError, InputError
 from mechit.data.prompts import PromptRecord
-from mechit.store import RecordStore, remove_stale_temporaries, write_json, write_table
+from mechit.models import load_model
+from mechit.store import Manifest, RecordStore, remove_stale_temporaries, write_table
 
-EXAMPLE_COLUMNS = ["id", "group", "label", "model", "n_prompt_tokens", "n_response_tokens",
+EXAMPLE_COLUMNS = ["model", "id", "group", "label", "n_prompt_tokens", "n_response_tokens",
                    "n_instruction_tokens", "instruction_score", "response", "status", "error"]
-TOKEN_COLUMNS = ["id", "model", "position", "token", "char_start", "char_end", "density",
+TOKEN_COLUMNS = ["model", "id", "position", "token", "char_start", "char_end", "density",
                  "density_raw", "in_instruction"]
 MANIFEST = "attribution_run.json"
 
@@ -77,24 +90,11 @@ def _one(model, spec: str, record: PromptRecord, options: dict, response_mode: s
         return {"example": _example_row(record, spec, f"{record.source}: example {record.id!r}: {message}"),
                 "tokens": []}, None
     frame = a.to_frame()
-    frame.insert(0, "model", spec)
     frame.insert(0, "id", record.id)
+    frame.insert(0, "model", spec)
     tensors = {"input_ids": a.input_ids, "prompt_positions": a.prompt_positions,
                "response_positions": a.response_positions, "raw": a.raw}
     return {"example": _example_row(record, spec, None, a), "tokens": frame[TOKEN_COLUMNS].to_dict("records")}, tensors
-
-
-def _check_manifest(out: Path, manifest: dict) -> None:
-    import json
-
-    path = out / MANIFEST
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != manifest:
-            changed = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
-            raise InputError(f"{out}: holds a run with other settings ({', '.join(changed)} differ); "
-                             "resume with the same arguments or use another --out directory")
-    write_json(path, manifest)
 
 
 def collect_tables(store: RecordStore, specs: Sequence[str], records: Sequence[PromptRecord]):
@@ -121,40 +121,30 @@ def attribute_dataset(
     out: str | Path,
     *,
     response: str = "reference",
-    table_format: str = "parquet",
     loader: Callable | None = None,
     progress: bool = True,
     **options,
-) -> dict:
-    """Attribute every example under every model spec; write the tables; return a summary.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Attribute every example under every model spec, resumably in ``out``; return (examples, tokens).
 
     ``response="reference"`` uses each record's response (generating one greedily where it
     is null); ``"generate"`` always generates. ``options`` go to :func:`mechit.attribute`
     (chat_template, max_new_tokens, L, b, p, method, memory_budget). ``loader(spec)``
-    loads a model (default :func:`mechit.models.load_model`). The summary holds
-    ``done`` (scored), ``failed`` and ``failures`` (list of (model, id, error)), ``empty``
-    and ``empty_responses`` (list of (model, id): greedy responses that were empty).
-
-    >>> attribute_dataset(["organism-tuned"], records, "out")["failed"]  # doctest: +SKIP
-    0
+    loads a model (default :func:`mechit.models.load_model`). The frames are those of the
+    module docstring; :func:`run_summary` counts what was done, failed or empty.
     """
-    from tqdm.auto import tqdm
-
     if response not in ("reference", "generate"):
         raise InputError(f"--response must be 'reference' or 'generate', not {response!r}")
-    if table_format not in ("parquet", "csv"):
-        raise InputError(f"--format must be 'parquet' or 'csv', not {table_format!r}")
     if len(set(specs)) != len(specs):
         raise InputError("the same --model is given twice")
-    if loader is None:
-        from mechit.models import load_model as loader
+    loader = loader or load_model
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a directory; choose another --out")
     store = RecordStore(out)
     remove_stale_temporaries(out)  # left by a run killed while writing
-    _check_manifest(out, {"models": list(specs), "ids": [r.id for r in records], "response": response,
-                          "format": table_format, "options": {k: options[k] for k in sorted(options)}})
+    Manifest.open(out / MANIFEST, {"models": list(specs), "ids": [r.id for r in records], "response": response,
+                                   "options": {k: options[k] for k in sorted(options)}}).save()
     for spec in specs:
         todo = [r for r in records if not store.done(spec, r.id)]
         if not todo:
@@ -167,12 +157,32 @@ def attribute_dataset(
         bar.close()
         del model
         gc.collect()
-    examples, tokens = collect_tables(store, specs, records)
-    suffix = ".csv" if table_format == "csv" else ".parquet"
-    write_table(examples, out / f"attribution_examples{suffix}")
-    write_table(tokens, out / f"attribution_tokens{suffix}")
+    return collect_tables(store, specs, records)
+
+
+def run_summary(examples: pd.DataFrame) -> dict:
+    """What a run did: ``done`` (scored), ``failed`` and ``failures`` (list of (model, id, error)),
+    ``empty`` and ``empty_responses`` (list of (model, id): greedy responses that were empty).
+
+    >>> run_summary(pd.DataFrame({"model": ["m", "m"], "id": ["a", "b"], "status": ["ok", "error"],
+    ...                           "error": [None, "too long"]}))
+    {'done': 1, 'failed': 1, 'failures': [('m', 'b', 'too long')], 'empty': 0, 'empty_responses': []}
+    """
     failed = examples[examples["status"] == "error"]
     empty = examples[examples["status"] == "empty_response"]
     return {"done": int((examples["status"] == "ok").sum()), "failed": len(failed),
             "failures": list(zip(failed["model"], failed["id"], failed["error"])),
             "empty": len(empty), "empty_responses": list(zip(empty["model"], empty["id"]))}
+
+
+def write_dataset_tables(examples: pd.DataFrame, tokens: pd.DataFrame, out: str | Path,
+                         table_format: str = "parquet") -> list[Path]:
+    """Write ``DIR/attribution_examples`` and ``DIR/attribution_tokens`` as parquet or CSV (atomically).
+
+    >>> write_dataset_tables(pd.DataFrame({"a": [1]}), pd.DataFrame({"b": [2]}), "out", "csv")
+    [PosixPath('out/attribution_examples.csv'), PosixPath('out/attribution_tokens.csv')]
+    """
+    if table_format not in ("parquet", "csv"):
+        raise InputError(f"--format must be 'parquet' or 'csv', not {table_format!r}")
+    return [write_table(frame, Path(out) / f"{name}.{table_format}")
+            for name, frame in (("attribution_examples", examples), ("attribution_tokens", tokens))]

@@ -60,9 +60,11 @@ def register(subparsers) -> None:
 
 def run_attribute(args) -> int:
     """Run the dataset attribution and print a summary of failures."""
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import functools
+    from pathlib import Path
 
-    from mechit.attribution.dataset import attribute_dataset
+    from mechit.attribution.dataset import attribute_dataset, run_summary, write_dataset_tables
     from mechit.data.prompts import read_prompts
     from mechit.errors import InputError
     from mechit.models import load_model
@@ -77,6 +79,9 @@ def run_attribute(args) -> int:
         if value is not None and value < 1:
             raise InputError(f"{flag} {value}: must be at least 1 (MB)")
     capped = {} if args.max_memory_mb is None else {"max_memory": args.max_memory_mb * 2**20}
+    other = "csv" if args.format == "parquet" else "parquet"
+    if (Path(args.out) / f"attribution_examples.{other}").exists():
+        raise InputError(f"{args.out} holds {other} tables of another run; use --format {other} or another --out")
     records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans)
     if args.ratings:
         from mechit.data.ratings import label_records, ratings_of, read_ratings
@@ -84,12 +89,14 @@ def run_attribute(args) -> int:
         if len(args.model) != 1:
             raise InputError("--ratings labels one model's responses: give one --model per run")
         records = label_records(records, ratings_of(read_ratings(args.ratings), args.ratings_model or args.model[0]))
-    summary = attribute_dataset(
-        args.model, records, args.out, response=args.response, table_format=args.format,
+    examples, tokens = attribute_dataset(
+        args.model, records, args.out, response=args.response,
         chat_template=args.chat_template, max_new_tokens=args.max_new_tokens, L=args.L, b=args.b, p=args.p,
         method=args.method, memory_budget=args.memory_budget_mb * 2**20, **capped,
         loader=functools.partial(load_model, **loading_kwargs(args)),
     )
+    write_dataset_tables(examples, tokens, args.out, args.format)
+    summary = run_summary(examples)
     print(f"attribute: {len(records)} examples x {len(args.model)} models: "
           f"{summary['done']} done, {summary['failed']} failed, {summary['empty']} empty responses; "
           f"tables in {args.out}", file=sys.stderr)
@@ -106,6 +113,7 @@ def run_attribute(args) -> int:
 
 def run_stats(args) -> int:
     """Compute and write DIR/attribution_stats.(parquet|csv), and print it."""
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import json
     from pathlib import Path
 
@@ -119,13 +127,13 @@ def run_stats(args) -> int:
     manifest_path = out / "attribution_run.json"
     if not manifest_path.is_file():
         raise InputError(f"{out}: no attribution_run.json; run `mechit attribute --out {out}` first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    suffix = ".csv" if manifest.get("format") == "csv" else ".parquet"
+    settings = json.loads(manifest_path.read_text(encoding="utf-8"))["settings"]
+    suffix = ".csv" if (out / "attribution_examples.csv").is_file() else ".parquet"
     table = out / f"attribution_examples{suffix}"
     if not table.is_file():
         raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
     examples = pd.read_csv(table) if suffix == ".csv" else pd.read_parquet(table)
-    models = manifest["models"]
+    models = settings["models"]
     base = args.base or (models[0] if len(models) >= 2 else None)
     tuned = args.tuned or (models[1] if len(models) >= 2 else None)
     for name, spec in (("--base", base), ("--tuned", tuned)):

@@ -40,6 +40,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run the comparison and print where the report is."""
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     from mechit.errors import InputError
     from mechit.pipeline.run import Options, compare
 

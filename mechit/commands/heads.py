@@ -5,9 +5,10 @@ instruction-verb shift between two models (docs/heads.md)::
     $ mechit heads --model organism-tuned --out runs/heads-tuned
     $ mechit heads-shift --base runs/heads-base --tuned runs/heads-tuned
 
-``heads`` writes ``DIR/head_pairs.parquet`` (one row per pair, :func:`mechit.head_pairs`
-columns), ``DIR/head_knowledge.parquet`` (qk-dims) and ``DIR/head_pairs.json`` (the run's
-settings). ``heads-shift`` prints the layer-group table and writes ``head_shift.parquet``,
+``heads`` writes ``DIR/head_pairs.parquet`` (one row per pair: ``model`` = the spec, then
+the :func:`mechit.head_pairs` columns), ``DIR/head_knowledge.parquet`` (qk-dims) and
+``DIR/head_pairs.json`` (the run's settings and results, a :class:`mechit.store.Manifest`:
+a second run with other settings into the same ``DIR`` is refused rather than mixed). ``heads-shift`` prints the layer-group table and writes ``head_shift.parquet``,
 ``verb_fractions.parquet`` and ``head_change_scores.parquet`` to ``--out`` (default: the
 tuned directory).
 """
@@ -20,6 +21,8 @@ import sys
 from pathlib import Path
 
 from mechit.commands.args import add_loading_options, loading_kwargs, parse_indices
+
+MANIFEST = "head_pairs.json"
 
 
 def register(subparsers) -> None:
@@ -57,24 +60,28 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import torch
 
     from mechit.data.wordlists import read_words
     from mechit.heads.pairs import head_knowledge, head_pairs
-    from mechit.models import load_model
-    from mechit.store import write_json, write_table
+    from mechit.models import load_model, tag_model
+    from mechit.store import Manifest, write_table
 
+    layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
+    settings = {"model": args.model, "method": args.method, "words": args.words, "similarity": args.similarity,
+                "layers": layers, "heads": heads, "top_k": args.top_k}
+    manifest = Manifest.open(args.out / MANIFEST, settings)  # before the model loads: refuse a mixed DIR early
     if args.threads:
         torch.set_num_threads(args.threads)
     words = read_words(args.words) if args.words else None
-    layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     model = load_model(args.model, **loading_kwargs(args))
     pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=args.top_k,
                        similarity=args.similarity)
-    write_table(pairs, args.out / "head_pairs.parquet")
+    write_table(tag_model(pairs, args.model), args.out / "head_pairs.parquet")
     if args.method == "qk-dims":
-        write_table(head_knowledge(pairs), args.out / "head_knowledge.parquet")
-    write_json(args.out / "head_pairs.json", {"model": args.model, "words": args.words, **pairs.attrs})
+        write_table(tag_model(head_knowledge(pairs), args.model), args.out / "head_knowledge.parquet")
+    manifest.finish("heads", **pairs.attrs)
     n_heads = pairs.groupby(["layer", "head"]).ngroups
     print(f"{len(pairs)} pairs from {n_heads} heads ({pairs.attrs['n_words']} words) -> {args.out / 'head_pairs.parquet'}")
     return 0
@@ -88,15 +95,20 @@ def _read_pairs(directory: Path, which: str):
     path = directory / "head_pairs.parquet"
     if not path.is_file():
         raise InputError(f"--{which} {directory}: no head_pairs.parquet; run `mechit heads --out {directory}` first")
-    return pd.read_parquet(path)
+    return pd.read_parquet(path).drop(columns="model", errors="ignore")
 
 
 def _settings(directory: Path) -> dict:
-    path = directory / "head_pairs.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """What a `mechit heads` run used: its settings and the results it recorded (n_words, ...)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {**data["settings"], **data["finished"].get("heads", {})}
 
 
 def run_shift(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     import pandas as pd
 
     from mechit.data.wordlists import read_words

@@ -79,6 +79,7 @@ def plan_info(plan, length: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     from mechit.errors import InputError, SpecError
     from mechit.models import read_plan
 

@@ -39,6 +39,7 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     from mechit.organism.train import TrainConfig, train
 
     summary = train(args.out, TrainConfig.preset(args.preset, seed=args.seed), force=args.force)
@@ -49,6 +50,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    # imported here, not at the top: `mechit --help` stays fast (no torch)
     from mechit.organism.evaluate import evaluate
 
     record = evaluate(args.weights, per_task=args.per_task)

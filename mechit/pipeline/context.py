@@ -1,5 +1,7 @@
 """What every stage of ``mechit compare`` sees: the options of a comparison and the run context.
 
+>>> STAGES
+('attribution', 'heads', 'ffn')
 >>> Options().fingerprint()["n_words"]
 3000
 """
@@ -7,11 +9,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from mechit.models import ModelPair
+
+STAGES = ("attribution", "heads", "ffn")
 SMALL_MODEL_PARAMETERS = 20_000_000
 
 
@@ -23,7 +27,6 @@ def sha256(text: str | bytes) -> str:
     """
     data = text.encode("utf-8") if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()
-
 
 
 @dataclass
@@ -68,9 +71,12 @@ class Options:
 
 @dataclass
 class Context:
-    """What every stage sees: the loaded pair, the prompt records, options and DIR."""
+    """What every stage sees: the loaded pair, the prompt records, options and DIR.
 
-    pair: Any
+    Stages reach the two models through ``pair.run(analysis, ...)`` (:meth:`ModelPair.run`).
+    """
+
+    pair: ModelPair
     records: list[dict]
     options: Options
     out: Path
@@ -78,8 +84,3 @@ class Context:
     tick: Callable[[str], None] = field(default=lambda label: None)
     advance: Callable[[float], None] = field(default=lambda units: None)
     progress: bool = True
-
-    def model_items(self) -> Iterator[tuple[str, Any]]:
-        """("base", model), ("tuned", model)."""
-        yield "base", self.pair.base
-        yield "tuned", self.pair.tuned

@@ -1,11 +1,20 @@
 """The stages of ``mechit compare``: each calls the analyses on both models and returns its tables.
 
 A stage is a function ``run(ctx) -> dict[name, DataFrame]`` of a
-:class:`mechit.pipeline.context.Context`; :mod:`mechit.pipeline.run` writes every returned table to
-``DIR/<name>.parquet`` and records the stage as finished. Stages hold no analysis logic:
-they choose inputs and options, call the analysis modules, and tag rows with the model
-("base" / "tuned"). ``ctx.tick(label)`` advances the overall progress bar by one step;
-:func:`stage_plan` gives each stage's steps and their expected costs (for the ETA).
+:class:`mechit.pipeline.context.Context`; :func:`mechit.pipeline.run.compare` writes every
+returned table once to ``DIR/<name>.parquet`` and records the stage as finished. Stages
+hold no analysis logic: they choose inputs and options and call each analysis on both
+models through ``ctx.pair.run`` (:meth:`mechit.models.ModelPair.run`), which tags the rows
+``model="base"|"tuned"``. ``ctx.tick(label)`` advances the overall progress bar by one
+step; :func:`stage_plan` gives each stage's steps and their expected costs (for the ETA).
+
+>>> from mechit.organism import held_out_prompts
+>>> from pathlib import Path
+>>> from mechit.pipeline.context import Options
+>>> ctx = Context(pair=pair, records=held_out_prompts()[:1], options=Options(), out=Path("run"), organism=True)
+>>> patterns, tokens = _attention_patterns(ctx, [(0, 1), (2, 5)])
+>>> patterns.groupby("model").size().tolist() == [2 * len(tokens) * (len(tokens) + 1) // 2] * 2
+True
 """
 
 from __future__ import annotations
@@ -15,12 +24,23 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import pandas as pd
+import torch
 
+from mechit.attribution.dataset import attribute_dataset, run_summary
+from mechit.data.prompts import PromptRecord
+from mechit.data.wordlists import frequent_words
+from mechit.ffn.concepts import ffn_concepts
+from mechit.ffn.labellers import label_concepts
+from mechit.ffn.labels import label_proportions, label_table
+from mechit.ffn.rotation import ffn_rotation
+from mechit.heads.attention import instruction_attention
+from mechit.heads.pairs import head_pairs
+from mechit.heads.shift import head_change_scores, head_shift
+from mechit.organism import vocabulary
 from mechit.pipeline.context import Context
-
-
-def _tag(frame: pd.DataFrame, model: str) -> pd.DataFrame:
-    return frame.assign(model=model)[["model"] + [c for c in frame.columns if c != "model"]]
+from mechit.stats import compare_labels, compare_models
+from mechit.store import RecordStore
+from mechit.views.heads import attention_patterns
 
 
 def _words(ctx: Context) -> list[str]:
@@ -28,11 +48,7 @@ def _words(ctx: Context) -> list[str]:
     if ctx.options.words is not None:
         return list(ctx.options.words)
     if ctx.organism:
-        from mechit.organism import vocabulary
-
         return list(vocabulary())
-    from mechit.data.wordlists import frequent_words
-
     return list(frequent_words(ctx.options.n_words))
 
 
@@ -42,7 +58,24 @@ def _layer_group(ctx: Context, given: int | None) -> int:
 
 def _chat(ctx: Context) -> bool:
     """Wrap prompts in the chat template when both tokenizers have one (the organism's do), for both models alike."""
-    return all(getattr(model.tokenizer, "chat_template", None) for _, model in ctx.model_items())
+    return all(getattr(model.tokenizer, "chat_template", None) for _, model in ctx.pair)
+
+
+def _ticking(ctx: Context, label: str, analysis: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """``analysis`` that ticks the overall bar after each model (``label base``, ``label tuned``)."""
+    names = iter(name for name, _ in ctx.pair)
+
+    def run(model, *args, **kwargs) -> pd.DataFrame:
+        frame = analysis(model, *args, **kwargs)
+        ctx.tick(f"{label} {next(names)}")
+        return frame
+
+    return run
+
+
+def _one_model(pairs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of model ``name`` of a frame of both, without the ``model`` column (as the analysis returned them)."""
+    return pairs[pairs["model"] == name].drop(columns="model").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------- attribution
@@ -51,28 +84,22 @@ def _chat(ctx: Context) -> bool:
 def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
     """Attribution of every prompt under both models, resumable per example, plus statistics.
 
-    Runs :func:`mechit.attribution.dataset.attribute_dataset` into ``DIR`` (records under
+    Runs :func:`mechit.attribution.dataset.attribute_dataset` in ``DIR`` (records under
     ``DIR/records``, raw matrices under ``DIR/tensors``; a rerun skips finished examples)
-    with the model names "base" and "tuned". Tables: attribution_examples,
-    attribution_tokens and attribution_stats (:func:`mechit.stats.compare_models` tuned vs
-    base, and followed vs not followed when prompts carry labels).
-
-    >>> tables = run_attribution(ctx)                 # doctest: +SKIP
-    >>> tables["attribution_stats"].query("group == '(all)'")   # doctest: +SKIP
+    with the model names "base" and "tuned". Tables: attribution_prompts,
+    attribution_examples, attribution_tokens and attribution_stats
+    (:func:`mechit.stats.compare_models` tuned vs base, and followed vs not followed when
+    prompts carry labels).
     """
-    from mechit.attribution.dataset import attribute_dataset
-    from mechit.stats import compare_labels, compare_models
-
     o = ctx.options
-    models = dict(ctx.model_items())
+    models = dict(ctx.pair)
     with _count_finished_examples(ctx, list(models)):
-        summary = attribute_dataset(
+        examples, tokens = attribute_dataset(
             list(models), _prompt_records(ctx.records), ctx.out, response=o.response, loader=models.__getitem__,
             max_new_tokens=o.max_new_tokens, chat_template=_chat(ctx), progress=ctx.progress,
         )
+    summary = run_summary(examples)
     ctx.tick(f"attribution ({summary['done']} done, {summary['failed']} failed, {summary['empty']} empty)")
-    examples = pd.read_parquet(ctx.out / "attribution_examples.parquet")
-    tokens = pd.read_parquet(ctx.out / "attribution_tokens.parquet")
     stats = pd.concat([compare_models(examples, "base", "tuned", seed=o.seed),
                        compare_labels(examples, seed=o.seed)], ignore_index=True)
     ctx.tick("statistics")
@@ -89,8 +116,6 @@ def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
 def _count_finished_examples(ctx: Context, names: list[str], every: float = 1.0):
     """While the block runs, advance the overall bar by each (model, example) record the
     store holds (checked every ``every`` seconds from a background thread)."""
-    from mechit.store import RecordStore
-
     store = RecordStore(ctx.out)
     stop = threading.Event()
 
@@ -110,10 +135,8 @@ def _count_finished_examples(ctx: Context, names: list[str], every: float = 1.0)
         thread.join()
 
 
-def _prompt_records(records: list[dict]):
+def _prompt_records(records: list[dict]) -> list[PromptRecord]:
     """:class:`mechit.data.prompts.PromptRecord` objects from prompt dicts (the JSONL schema)."""
-    from mechit.data.prompts import PromptRecord
-
     fields = ("id", "prompt", "response", "group", "label", "source", "error")
     return [PromptRecord(**{k: r[k] for k in fields if k in r},
                          instruction_spans=tuple(tuple(s) for s in r.get("instruction_spans") or ()))
@@ -125,32 +148,23 @@ def _prompt_records(records: list[dict]):
 
 def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
     """QK word pairs of every head of both models, the instruction-verb shift, the instruction
-    attention mass, and the attention patterns of the heads that changed most.
-
-    >>> run_heads(ctx)["head_shift"]                  # doctest: +SKIP
-    """
-    from mechit.heads.shift import head_change_scores, head_shift
-    from mechit.heads.pairs import head_pairs
-
+    attention mass, and the attention patterns of the heads that changed most."""
     o = ctx.options
-    words = _words(ctx)
-    pairs = {}
-    for name, model in ctx.model_items():
-        pairs[name] = head_pairs(model, words, method=o.head_method, top_k=o.head_top_k, similarity=o.similarity,
-                                 progress=ctx.progress)
-        ctx.tick(f"head pairs {name}")
+    pairs = ctx.pair.run(_ticking(ctx, "head pairs", head_pairs), _words(ctx), method=o.head_method,
+                         top_k=o.head_top_k, similarity=o.similarity, progress=ctx.progress)
+    base, tuned = _one_model(pairs, "base"), _one_model(pairs, "tuned")
     n_layers = ctx.pair.base.cfg.n_layers
-    shift = head_shift(pairs["base"], pairs["tuned"], layer_group=_layer_group(ctx, o.head_layer_group))
-    overall = head_shift(pairs["base"], pairs["tuned"], layer_group=n_layers)
-    changes = head_change_scores(pairs["base"], pairs["tuned"])
+    shift = head_shift(base, tuned, layer_group=_layer_group(ctx, o.head_layer_group))
+    overall = head_shift(base, tuned, layer_group=n_layers)
+    changes = head_change_scores(base, tuned)
     ctx.tick("verb shift")
-    mass = _instruction_attention_mass(ctx)
+    mass = ctx.pair.run(instruction_attention, ctx.records, chat_template=_chat(ctx), progress=ctx.progress)
     ctx.tick("instruction attention")
     changed = top_changed_heads(changes, o.n_attention_heads)
     patterns, tokens = _attention_patterns(ctx, changed)
     ctx.tick("attention patterns")
     return {
-        "head_pairs": pd.concat([_tag(f, n) for n, f in pairs.items()], ignore_index=True),
+        "head_pairs": pairs,
         "head_shift": shift,
         "head_shift_overall": overall,
         "head_changes": changes,
@@ -158,15 +172,6 @@ def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
         "attention_patterns": patterns,
         "attention_tokens": tokens,
     }
-
-
-def _instruction_attention_mass(ctx: Context) -> pd.DataFrame:
-    """Share of attention from response to instruction tokens per layer and head, both models."""
-    from mechit.heads.attention import instruction_attention
-
-    frames = [_tag(instruction_attention(model, ctx.records, chat_template=_chat(ctx), progress=ctx.progress), name)
-              for name, model in ctx.model_items()]
-    return pd.concat(frames, ignore_index=True)
 
 
 def top_changed_heads(changes: pd.DataFrame, n: int) -> list[tuple[int, int]]:
@@ -196,24 +201,26 @@ def _attention_patterns(ctx: Context, heads: list[tuple[int, int]]) -> tuple[pd.
     Returns (patterns: model, layer, head, query, key, weight over the causal triangle;
     tokens: position, token, text — the token as the tokenizer writes it back, e.g. " white").
     """
-    import torch
-
-    from mechit.views.heads import attention_patterns as patterns_of
-
     prompt, _ = _pattern_prompt(ctx)
     layers = sorted({layer for layer, _ in heads})
-    rows, tokens, texts = [], [], []
-    for name, model in ctx.model_items():
-        tokens, patterns = patterns_of(model, prompt, layers=layers, chat_template=_chat(ctx))
-        texts = [model.tokenizer.convert_tokens_to_string([t]) for t in tokens]
+    shown = {}  # the prompt's tokens, as the last model's tokenizer splits and writes them
+
+    def patterns_of(model) -> pd.DataFrame:
+        tokens, patterns = attention_patterns(model, prompt, layers=layers, chat_template=_chat(ctx))
+        shown.update(token=tokens, text=[model.tokenizer.convert_tokens_to_string([t]) for t in tokens])
+        rows = []
         for layer, head in heads:
             pattern = patterns[layer][head]  # (query, key)
             q, k = torch.tril_indices(pattern.shape[0], pattern.shape[1])
-            rows.append(pd.DataFrame({"model": name, "layer": layer, "head": head, "query": q.numpy(),
-                                      "key": k.numpy(), "weight": pattern[q, k].numpy()}))
-    columns = ["model", "layer", "head", "query", "key", "weight"]
-    return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns),
-            pd.DataFrame({"position": range(len(tokens)), "token": tokens, "text": texts}))
+            rows.append(pd.DataFrame({"layer": layer, "head": head, "query": q.numpy(), "key": k.numpy(),
+                                      "weight": pattern[q, k].numpy()}))
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=PATTERN_COLUMNS[1:])
+
+    patterns = ctx.pair.run(patterns_of)
+    return patterns, pd.DataFrame({"position": range(len(shown["token"])), **shown})
+
+
+PATTERN_COLUMNS = ["model", "layer", "head", "query", "key", "weight"]
 
 
 # ---------------------------------------------------------------------------- ffn
@@ -226,24 +233,12 @@ def _n_components(ctx: Context) -> int:
 
 
 def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
-    """Concepts of every FFN layer of both models, their labels, and the rotation between them.
-
-    >>> run_ffn(ctx)["ffn_rotation"]                  # doctest: +SKIP
-    """
-    from mechit.ffn.concepts import ffn_concepts
-    from mechit.ffn.rotation import ffn_rotation
-    from mechit.ffn.labellers import label_concepts
-    from mechit.ffn.labels import label_proportions, label_table
-
+    """Concepts of every FFN layer of both models, their labels, and the rotation between them."""
     o = ctx.options
     words = _words(ctx)
     k = _n_components(ctx)
-    concepts = []
-    for name, model in ctx.model_items():
-        concepts.append(_tag(ffn_concepts(model, n_components=k, top_k=o.concept_top_k, words=words,
-                                         progress=ctx.progress), name))
-        ctx.tick(f"concepts {name}")
-    concepts = pd.concat(concepts, ignore_index=True)
+    concepts = ctx.pair.run(_ticking(ctx, "concepts", ffn_concepts), n_components=k, top_k=o.concept_top_k,
+                            words=words, progress=ctx.progress)
     labels = label_concepts(concepts, progress=ctx.progress)
     proportions = label_proportions(labels, group_size=o.ffn_layer_group)
     ctx.tick("labels")
@@ -267,6 +262,7 @@ STAGE_RUNNERS: dict[str, Callable[[Context], dict[str, pd.DataFrame]]] = {
     "heads": run_heads,
     "ffn": run_ffn,
 }
+
 
 def stage_plan(stage: str, n_records: int, n_layers: int, n_heads: int) -> list[float]:
     """The expected cost of each progress step of ``stage``, in the order the stage ticks.

@@ -1,6 +1,7 @@
 """The paper's three findings, measured on a pair: headline numbers and plain verdicts.
 
-:func:`headline` reads the tables that ``mechit compare`` wrote in ``DIR`` and returns
+:func:`headline` takes the tables of a comparison (``{name: DataFrame}``, as
+:func:`mechit.pipeline.compare` makes them) and returns
 ``{"headline": {...numbers...}, "findings": [...]}``; ``summary.json`` and the report
 show them. Each finding is a dict: key, title, measured (one sentence with the numbers),
 verdict (plain words), holds (True / False / None when its stage has not run), and the
@@ -19,25 +20,24 @@ one-sided p below :data:`ALPHA`.
    seeds is undefined). The measured rotation (principal angles, neuron cosines) is quoted
    beside it.
 
->>> headline("runs/organism")["findings"][0]["verdict"]     # doctest: +SKIP
-'Holds on this pair: ...'
+>>> overall = pd.DataFrame({"instruction_mean": [0.6], "general_mean": [0.4], "t": [2.5], "p_value": [0.01],
+...                         "n_instruction": [38], "n_general": [200]})
+>>> headline({"head_shift_overall": overall})["findings"][1]["verdict"]
+'Holds on this pair: tuning adds head knowledge about instruction verbs more than about other verbs (p < 0.05).'
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import fisher_exact
+
+from mechit.stats import ALL, paired_bootstrap_ci
 
 ALPHA = 0.05
 USER_TASKS = ("writing", "math", "coding", "translation")
-
-
-def _read(out: Path, name: str) -> pd.DataFrame | None:
-    path = out / f"{name}.parquet"
-    return pd.read_parquet(path) if path.exists() else None
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -76,8 +76,6 @@ def _not_run(key: str, title: str, stage: str) -> dict:
 
 def _finding_attribution(examples: pd.DataFrame | None, stats: pd.DataFrame | None) -> dict:
     """Finding 1 from attribution_examples and attribution_stats (group "(all)")."""
-    from mechit.stats import ALL, paired_bootstrap_ci
-
     title = "Instruction tuning makes responses depend on the instruction"
     if examples is None or stats is None:
         return _not_run("attribution", title, "attribution")
@@ -151,8 +149,6 @@ def user_task_test(labels: pd.DataFrame) -> dict:
     >>> r["base_share"], r["tuned_share"], round(r["p_value"], 4)
     (0.0, 0.75, 0.0714)
     """
-    from scipy.stats import fisher_exact
-
     task = labels[(labels["question"] == "task") & (labels["seed"] == labels["seed"].min())]
     counts = {}
     for model in ("base", "tuned"):
@@ -196,12 +192,13 @@ def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, ang
             "numbers": numbers}
 
 
-def headline(out: str | Path) -> dict:
-    """``{"headline": {key: numbers}, "findings": [finding, ...]}`` from the tables in ``out``."""
-    out = Path(out)
+def headline(tables: dict[str, pd.DataFrame]) -> dict:
+    """``{"headline": {key: numbers}, "findings": [finding, ...]}`` from the tables of a comparison
+    (a finding whose tables are missing is "not measured")."""
+    get = tables.get
     findings = [
-        _finding_attribution(_read(out, "attribution_examples"), _read(out, "attribution_stats")),
-        _finding_heads(_read(out, "head_shift_overall"), _read(out, "head_shift")),
-        _finding_ffn(_read(out, "ffn_labels"), _read(out, "ffn_rotation"), _read(out, "ffn_angles")),
+        _finding_attribution(get("attribution_examples"), get("attribution_stats")),
+        _finding_heads(get("head_shift_overall"), get("head_shift")),
+        _finding_ffn(get("ffn_labels"), get("ffn_rotation"), get("ffn_angles")),
     ]
     return {"headline": {f["key"]: f["numbers"] for f in findings}, "findings": findings}

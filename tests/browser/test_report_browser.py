@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from mechit.pipeline.run import Options, compare, default_prompts_path
-from mechit.views.report import FIGURES
+from mechit.pipeline.checks import default_prompts_path
+from mechit.pipeline.run import Options, compare
+from mechit.views.figures import FIGURES
 
 from .chromium import chromium_binary, ink_fraction, inspect_page
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mechit.pipeline.run as compare_mod
-import mechit.pipeline.stages as stages_mod
+import mechit.pipeline.checks as checks_mod
 from mechit.pipeline.run import Options, compare
 from mechit.errors import IncompatiblePairError, InputError, MechitError
 from mechit.views.report import external_references
@@ -51,7 +51,7 @@ def pair_dirs(tiny_dirs, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory) -> Path:
     """The first prompts of the built-in English set, one per task type."""
-    from mechit.pipeline.run import default_prompts_path
+    from mechit.pipeline.checks import default_prompts_path
 
     lines = default_prompts_path().read_text(encoding="utf-8").splitlines()
     path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
@@ -120,7 +120,7 @@ def test_rerun_skips_finished_stages(run, pair_dirs, prompts_file, monkeypatch):
     def boom(ctx):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(stages_mod, "STAGE_RUNNERS", dict.fromkeys(stages_mod.STAGE_RUNNERS, boom))
+    monkeypatch.setattr(compare_mod, "STAGE_RUNNERS", dict.fromkeys(compare_mod.STAGE_RUNNERS, boom))
     compare(*pair_dirs, prompts=prompts_file, out=run, options=Options(**FAST), progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in run.glob("*.parquet")} == before
 
@@ -148,15 +148,15 @@ def test_disk_full_reports_and_keeps_finished_stages(pair_dirs, prompts_file, tm
     assert "\n" not in message and message.startswith("disk full while writing")
     assert "finished stages kept: attribution" in message
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["attribution"]
+    assert list(manifest["finished"]) == ["attribution"]
     assert len(pd.read_parquet(out / "attribution_examples.parquet")) == 2 * N_PROMPTS
     assert not list(out.glob("head*.parquet")) and not list(out.glob(".*.tmp"))
 
     # space freed: the rerun does only what is missing
     monkeypatch.setattr(compare_mod, "write_table", real_write)
     calls = []
-    runners = dict(stages_mod.STAGE_RUNNERS)
-    monkeypatch.setattr(stages_mod, "STAGE_RUNNERS",
+    runners = dict(compare_mod.STAGE_RUNNERS)
+    monkeypatch.setattr(compare_mod, "STAGE_RUNNERS",
                         {k: (lambda ctx, k=k: calls.append(k) or runners[k](ctx)) for k in runners})
     compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,heads", options=Options(**FAST),
             progress=False)
@@ -197,12 +197,10 @@ def test_interrupted_attribution_resumes_per_example(pair_dirs, prompts_file, tm
 
 def _no_load(monkeypatch):
     """Fail loudly if a check comes after loading the models."""
-    import mechit.models as models
-
     def refuse(*a, **k):
         raise AssertionError("models were loaded before the input was checked")
 
-    monkeypatch.setattr(models, "load_pair", refuse)
+    monkeypatch.setattr(compare_mod, "load_pair", refuse)
 
 
 def test_same_model_twice(pair_dirs, tmp_path, monkeypatch):
@@ -238,7 +236,7 @@ def test_output_dir_not_writable(pair_dirs, prompts_file, tmp_path, monkeypatch)
 
 def test_no_space_left_before_starting(pair_dirs, prompts_file, tmp_path, monkeypatch):
     _no_load(monkeypatch)
-    monkeypatch.setattr(compare_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))
+    monkeypatch.setattr(checks_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))
     with pytest.raises(MechitError, match=r"disk full: only 1.0 MiB free"):
         compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "o", progress=False)
 
@@ -258,3 +256,26 @@ def test_cli_prints_one_line(pair_dirs, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("mechit: error: --base and --tuned are the same model")
+
+
+def test_each_table_is_written_once_and_read_back_only_on_resume(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    """Stages hand their frames on: a fresh run reads no table; a resumed run reads the
+    finished stages' tables once, for the summary and the report."""
+    out = tmp_path / "run"
+    writes, reads = [], []
+    real_write, real_read = compare_mod.write_table, pd.read_parquet
+    monkeypatch.setattr(compare_mod, "write_table", lambda frame, path: writes.append(Path(path).name)
+                        or real_write(frame, path))
+    monkeypatch.setattr(pd, "read_parquet", lambda path, **kw: reads.append(Path(path).name) or real_read(path, **kw))
+    compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution", options=Options(**FAST), progress=False)
+    attribution = ["attribution_prompts", "attribution_examples", "attribution_tokens", "attribution_stats"]
+    assert writes == [f"{name}.parquet" for name in attribution] and reads == []
+    assert not (out / "attribution_examples.csv").exists()
+
+    writes.clear()
+    compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,heads", options=Options(**FAST),
+            progress=False)
+    assert reads == [f"{name}.parquet" for name in attribution]
+    assert len(writes) == len(set(writes)) and not set(writes) & set(reads)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["holds"] is not None for f in summary["findings"]] == [True, True, False]

@@ -116,7 +116,7 @@ def test_sigkill_and_resume_gives_identical_files(model_specs, prompts_file, tmp
 
 def _stages_done(out: Path) -> list[str]:
     try:
-        return list(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"])
+        return list(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["finished"])
     except (OSError, ValueError, KeyError):
         return []
 
@@ -126,7 +126,7 @@ def _stage_tables(out: Path) -> dict[Path, int]:
     if not (out / "manifest.json").is_file():  # written when the first stage finishes
         return {}
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    paths = [out / f"{t}.parquet" for stage in manifest["stages"].values() for t in stage["tables"]]
+    paths = [out / f"{t}.parquet" for stage in manifest["finished"].values() for t in stage["tables"]]
     return {p: p.stat().st_mtime_ns for p in paths}
 
 

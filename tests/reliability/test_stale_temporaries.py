@@ -81,7 +81,7 @@ def test_compare_write_check_leftover_is_removed_by_the_next_run(tmp_path, monke
     named like every other temporary, it is removed once its writer is dead."""
     import tempfile
 
-    from mechit.pipeline.run import _check_out_dir
+    from mechit.pipeline.checks import check_out_dir
     from mechit.store import remove_stale_temporaries
 
     seen = []
@@ -93,7 +93,7 @@ def test_compare_write_check_leftover_is_removed_by_the_next_run(tmp_path, monke
         return handle
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", spy)
-    _check_out_dir(tmp_path)
+    check_out_dir(tmp_path)
     assert len(seen) == 1
     leftover = tmp_path / seen[0].replace(f"-{os.getpid()}-", f"-{dead_pid()}-")
     leftover.write_text("")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mechit.pipeline.run import default_prompts_path
+from mechit.pipeline.checks import default_prompts_path
 from mechit.data.prompts import read_prompts
 
 # words that open an instruction in this set: the paper's instruction verbs plus a few

@@ -62,3 +62,44 @@ def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_write_json_keeps_key_order_and_serialises_numpy_and_paths(tmp_path):
+    import json
+
+    import numpy as np
+
+    from mechit.store import write_json
+
+    path = write_json(tmp_path / "s.json", {"z": np.float32(0.5), "a": [np.int64(2)], "out": tmp_path})
+    assert list(json.loads(path.read_text())) == ["z", "a", "out"]  # the summary reads in its own order
+    assert json.loads(path.read_text()) == {"z": 0.5, "a": [2], "out": str(tmp_path)}
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_json(tmp_path / "bad.json", {"x": object()})
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_manifest_refuses_other_settings_and_keeps_finished_steps(tmp_path):
+    from mechit.errors import InputError
+    from mechit.store import Manifest
+
+    path = tmp_path / "run" / "manifest.json"
+    manifest = Manifest.open(path, {"model": "a", "layers": (0, 2)})
+    assert not path.exists()  # nothing is written until the caller saves or finishes a step
+    manifest.finish("heads", tables=["head_pairs"], seconds=1.0)
+    again = Manifest.open(path, {"model": "a", "layers": (0, 2)})  # tuples compare as their JSON lists
+    assert again.done("heads") and again.finished["heads"] == {"tables": ["head_pairs"], "seconds": 1.0}
+    with pytest.raises(InputError, match=r"other settings \(differs in: layers, model\)"):
+        Manifest.open(path, {"model": "b", "layers": (0, 1)})
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="unreadable manifest"):
+        Manifest.open(path, {"model": "a", "layers": (0, 2)})
+
+
+def test_read_tables_reads_each_named_table(tmp_path):
+    from mechit.store import read_tables
+
+    write_table(pd.DataFrame({"a": [1, 2]}), tmp_path / "one.parquet")
+    write_table(pd.DataFrame({"b": ["x"]}), tmp_path / "two.parquet")
+    tables = read_tables(tmp_path, ["two", "one"])
+    assert list(tables) == ["two", "one"] and tables["one"]["a"].tolist() == [1, 2]

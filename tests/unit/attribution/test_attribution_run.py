@@ -10,13 +10,14 @@ from safetensors.torch import load_file
 
 import mechit.attribution.dataset as run_module
 from mechit.attribution.example import attribute
-from mechit.attribution.dataset import EXAMPLE_COLUMNS, TOKEN_COLUMNS, attribute_dataset
+from mechit.attribution.dataset import (EXAMPLE_COLUMNS, TOKEN_COLUMNS, attribute_dataset, run_summary,
+                                        write_dataset_tables)
 from mechit.cli import main
 from mechit.models import load_model
 from mechit.data.prompts import read_prompts
 from mechit.store import RecordStore
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "paper_prompts.tsv"
+FIXTURE = Path(__file__).parents[3] / "tests" / "fixtures" / "paper_prompts.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +44,17 @@ def files_of(directory: Path) -> dict:
 def test_dataset_run_tables_and_raw(tiny_pair_dirs, prompts, tmp_path):
     specs = [str(d) for d in tiny_pair_dirs]
     records = read_prompts(prompts)
-    summary = attribute_dataset(specs, records, tmp_path, progress=False)
+    frames = attribute_dataset(specs, records, tmp_path, progress=False)
+    summary = run_summary(frames[0])
     assert summary["done"] == 6 and summary["failed"] == 4
+    assert not list(tmp_path.glob("attribution_*.parquet"))  # writing is the caller's step
+    write_dataset_tables(*frames, tmp_path)
     examples = pd.read_parquet(tmp_path / "attribution_examples.parquet")
     tokens = pd.read_parquet(tmp_path / "attribution_tokens.parquet")
+    pd.testing.assert_frame_equal(examples, frames[0])
+    pd.testing.assert_frame_equal(tokens, frames[1])
     assert list(examples.columns) == EXAMPLE_COLUMNS and list(tokens.columns) == TOKEN_COLUMNS
+    assert EXAMPLE_COLUMNS[0] == TOKEN_COLUMNS[0] == "model"  # the one convention: model first
     assert list(examples.model) == [specs[0]] * 5 + [specs[1]] * 5
     assert list(examples.id) == ["t1", "t2", "bad-span", "too-long", "t3"] * 2
     errors = dict(zip(examples.id, examples.error))
@@ -70,7 +77,7 @@ def test_dataset_run_tables_and_raw(tiny_pair_dirs, prompts, tmp_path):
 def test_resume_after_interruption_gives_identical_files(tiny_pair_dirs, prompts, tmp_path, monkeypatch):
     specs = [str(d) for d in tiny_pair_dirs]
     records = read_prompts(prompts)
-    attribute_dataset(specs, records, tmp_path / "whole", progress=False)
+    write_dataset_tables(*attribute_dataset(specs, records, tmp_path / "whole", progress=False), tmp_path / "whole")
 
     calls = {"n": 0}
 
@@ -86,13 +93,15 @@ def test_resume_after_interruption_gives_identical_files(tiny_pair_dirs, prompts
     assert not (tmp_path / "resumed" / "attribution_examples.parquet").exists()
     monkeypatch.setattr(run_module, "attribute", attribute)
     done_before = files_of(tmp_path / "resumed" / "records")
-    attribute_dataset(specs, records, tmp_path / "resumed", progress=False)
+    write_dataset_tables(*attribute_dataset(specs, records, tmp_path / "resumed", progress=False),
+                         tmp_path / "resumed")
     whole, resumed = files_of(tmp_path / "whole"), files_of(tmp_path / "resumed")
     assert sorted(whole) == sorted(resumed)
     assert all(whole[name] == resumed[name] for name in whole)
     assert len(done_before) == 5 + 1  # the first model's 5 records and the second model's t1
     # a third run changes nothing and a run with other settings is refused
-    attribute_dataset(specs, records, tmp_path / "resumed", progress=False)
+    write_dataset_tables(*attribute_dataset(specs, records, tmp_path / "resumed", progress=False),
+                         tmp_path / "resumed")
     assert files_of(tmp_path / "resumed") == resumed
     from mechit.errors import InputError
 
@@ -118,3 +127,6 @@ def test_cli_tsv_run_and_stats(tiny_pair_dirs, tmp_path, capsys):
     assert list(stats.n) == [4, 2, 2]
     assert main(["attribute-stats", str(tmp_path / "nothing")]) == 2
     assert "no attribution_run.json" in capsys.readouterr().err
+    # a run in the other table format into the same directory would mix two sets of tables
+    assert main(argv[:-1] + ["parquet"]) == 2
+    assert "holds csv tables of another run" in capsys.readouterr().err
