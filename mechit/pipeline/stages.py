@@ -191,14 +191,14 @@ def _pattern_prompt(ctx: Context) -> tuple[str, list]:
 
 
 def _attention_patterns(ctx: Context, heads: list[tuple[int, int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Attention patterns of ``heads`` on one prompt, both models (:func:`mechit.views.attention_patterns`), tidy.
+    """Attention patterns of ``heads`` on one prompt, both models (:func:`mechit.heads.attention.attention_patterns`), tidy.
 
     Returns (patterns: model, layer, head, query, key, weight over the causal triangle;
     tokens: position, token, text — the token as the tokenizer writes it back, e.g. " white").
     """
     import torch
 
-    from mechit.views.heads import attention_patterns as patterns_of
+    from mechit.heads.attention import attention_patterns as patterns_of
 
     prompt, _ = _pattern_prompt(ctx)
     layers = sorted({layer for layer, _ in heads})
