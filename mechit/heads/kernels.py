@@ -179,7 +179,8 @@ def _group_run(
     last), and the query candidates of all heads likewise (every head's positives, then every
     head's negatives): only the two same-sign blocks can raise the logit, so only they are
     multiplied, one product each of (key words x all heads' query words) from rows gathered
-    into a buffer that stays in cache (one wide product is faster than one per head). ``unit`` may be an exact float16 copy (half the bytes to gather); the products are
+    into a buffer that stays in cache (one wide product is faster than one per head).
+    ``unit`` may be an exact float16 copy (half the bytes to gather); the products are
     float32. One mask then applies both thresholds."""
     heads, n_dims, k = q_idx.shape
     wide = heads * k
