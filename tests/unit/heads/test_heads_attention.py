@@ -74,7 +74,8 @@ def test_pattern_table_is_the_causal_triangle_of_the_patterns(tiny_llama):
     n = len(tokens)
     assert len(table) == n * (n + 1) // 2 and set(table["head"]) == {2} and set(table["layer"]) == {1}
     dense = torch.zeros(n, n)
-    dense[table["query"].to_numpy(), table["key"].to_numpy()] = torch.tensor(table["weight"].to_numpy())
+    query, key, weight = (torch.tensor(table[c].to_numpy()) for c in ("query", "key", "weight"))
+    dense[query, key] = weight
     assert torch.equal(dense, patterns[1][2])
 
 
