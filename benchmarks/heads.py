@@ -6,15 +6,15 @@ Loads a model once, then in one process:
    thresholds included; model loading excluded): ``all_heads_seconds``;
 2. on ``--ref-groups`` groups of query heads spread over the layers (a group: the query
    heads that read one key head under grouped-query attention; 3 heads on SmolLM2), times
-   :func:`mechit.heads.pairs.qk_dim_pairs_group` (vectorised: the group in one call, sharing the
+   :func:`mechit.heads.kernels.qk_dim_pairs_group` (vectorised: the group in one call, sharing the
    key side's work, as :func:`mechit.head_pairs` runs it) and
-   :func:`mechit.heads.pairs.qk_dim_pairs_reference` (Python loops over dimensions and K x K pairs,
+   :func:`mechit.heads.reference.qk_dim_pairs_reference` (Python loops over dimensions and K x K pairs,
    one similarity per pair, as the paper's code; called once per head) on the same H_q,
    H_k, similarity vectors and thresholds. Each is timed ``--repeats`` times, best kept.
    Per head = the group's time / its heads for the vectorised call, the sum over its heads
    for the reference; ``speedup_per_head`` = reference seconds / vectorised seconds over
    all those heads. The vectorised call gets the similarity rows as the exact float16 copy
-   :func:`mechit.heads.pairs.compact_rows` makes once per word list (as ``head_pairs`` does; like
+   :func:`mechit.heads.kernels.compact_rows` makes once per word list (as ``head_pairs`` does; like
    the thresholds, outside the per-head time), the reference the float32 rows. One head
    alone (:func:`mechit.heads.pairs.qk_dim_pairs`, no sharing) is printed too;
 3. checks that the reference's pairs (dim, rank, words, score, similarity, knowledge) equal
@@ -63,8 +63,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import mechit.arch.weights as weight_views
     from mechit import models
-    from mechit.heads.pairs import (
-        compact_rows, head_pairs, qk_dim_pairs, qk_dim_pairs_group, qk_dim_pairs_reference, words_and_vectors)
+    from mechit.heads.kernels import compact_rows, qk_dim_pairs_group
+    from mechit.heads.pairs import head_pairs, qk_dim_pairs, words_and_vectors
+    from mechit.heads.reference import qk_dim_pairs_reference
     from mechit.heads.similarity import get_similarity, unit_rows, word_thresholds
     from mechit.runtime import single_thread
     from mechit.data.wordlists import frequent_words

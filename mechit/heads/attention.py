@@ -13,24 +13,35 @@ token belongs to the instruction when it overlaps an instruction span
   attention the response pays to the prompt.
 
 A record without a response uses the last prompt position (the one that predicts the first
-response token) as its only query. Run it on both models and compare:
+response token) as its only query.
 
->>> import mechit                                                      # doctest: +SKIP
->>> pair = mechit.load_pair()                                          # doctest: +SKIP
->>> prompts = mechit.organism.held_out_prompts()[:20]                  # doctest: +SKIP
->>> base = mechit.instruction_attention(pair.base, prompts)            # doctest: +SKIP
->>> tuned = mechit.instruction_attention(pair.tuned, prompts)          # doctest: +SKIP
+The patterns themselves, for views (:func:`mechit.views.heads.attention`):
+:func:`attention_patterns` (one forward pass: tokens and a tensor per layer) and
+:func:`pattern_table` (the same as a tidy frame, ready for ``pair.run``).
+
+Run it on both models and compare:
+
+>>> records = [{"id": "a", "prompt": "Translate: cat\\n", "response": "kima", "instruction_spans": [[0, 9]]}]
+>>> mass = pair.run(instruction_attention, records, layers=[0], progress=False)
+>>> mass.groupby("model").size().to_dict() == {"base": model.cfg.n_heads, "tuned": model.cfg.n_heads}
+True
 """
 
 from __future__ import annotations
-
 
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
 
+from mechit.arch.weights import select_indices
+from mechit.data.prompts import read_prompts
 from mechit.errors import InputError
+from mechit.tokens import encode, span_mask
 
 COLUMNS = ["id", "group", "layer", "head", "instruction_mass", "prompt_mass", "instruction_share",
            "n_instruction_tokens", "n_prompt_tokens", "n_response_tokens"]
@@ -40,8 +51,6 @@ def _records(prompts) -> list[dict]:
     """Prompt records as dicts: a path (JSONL/TSV via :func:`mechit.data.prompts.read_prompts`),
     dicts, or :class:`mechit.data.prompts.PromptRecord` objects."""
     if isinstance(prompts, (str, Path)):
-        from mechit.data.prompts import read_prompts
-
         prompts = read_prompts(prompts, strict=True)
     if isinstance(prompts, dict):
         prompts = [prompts]
@@ -70,16 +79,13 @@ def instruction_attention(
     to the raw prompt). Returns a tidy frame with the module's columns, one row per
     (record, layer, head).
 
-    >>> df = instruction_attention(model, [{"id": "a", "prompt": "Translate: cat ",
-    ...     "response": "kima", "instruction_spans": [[0, 9]]}])          # doctest: +SKIP
-    >>> df.groupby("layer")["instruction_share"].mean()                   # doctest: +SKIP
+    >>> df = instruction_attention(model, [{"id": "a", "prompt": "Translate: cat\\n",
+    ...     "response": "kima", "instruction_spans": [[0, 9]]}], progress=False)
+    >>> df[["layer", "head"]].drop_duplicates().shape[0] == model.cfg.n_layers * model.cfg.n_heads
+    True
+    >>> bool(((df["instruction_mass"] <= df["prompt_mass"] + 1e-6) & (df["prompt_mass"] <= 1 + 1e-6)).all())
+    True
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from mechit.arch.weights import select_indices
-    from mechit.tokens import encode, span_mask
-
     records = _records(prompts)
     layer_list = select_indices("layer", layers, model.cfg.n_layers)
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in layer_list]
@@ -101,3 +107,48 @@ def instruction_attention(
                              len(enc.prompt_positions), len(enc.response_positions)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
+
+def attention_patterns(
+    model, prompt: str, response: str = "", *, layers: int | Iterable[int] | None = None, chat_template: bool = False,
+) -> tuple[list[str], dict[int, Float[Tensor, "heads pos pos"]]]:
+    """Tokens and attention patterns of one forward pass: ``(tokens, {layer: Float[heads, pos, pos]})``,
+    read from ``blocks.{L}.attn.hook_pattern`` under ``torch.no_grad`` (on the model's device).
+
+    >>> tokens, patterns = attention_patterns(model, "Say hi.", layers=[0])
+    >>> patterns[0].shape == (model.cfg.n_heads, len(tokens), len(tokens))
+    True
+    """
+    layer_list = select_indices("layer", layers, model.cfg.n_layers)
+    names = {f"blocks.{layer}.attn.hook_pattern": layer for layer in layer_list}
+    enc = encode(model.tokenizer, prompt, response, chat_template=chat_template)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(enc.input_ids[None], names_filter=lambda name: name in names)
+    return enc.tokens, {layer: cache[name][0].float() for name, layer in names.items()}
+
+
+def pattern_table(
+    model, prompt: str, response: str = "", *, layers: int | Iterable[int] | None = None,
+    heads: int | Iterable[int] | None = None, chat_template: bool = False,
+) -> pd.DataFrame:
+    """:func:`attention_patterns` as a tidy frame over the causal triangle (key <= query; the
+    rest is zero): layer, head, query, key, weight, the layout of ``mechit compare``'s
+    ``attention_patterns`` table without its ``model`` column, which ``pair.run`` adds.
+
+    >>> table = pair.run(pattern_table, "Say hi.", layers=[1], heads=[0, 2])
+    >>> sums = table.groupby(["model", "head", "query"])["weight"].sum()   # each query's row sums to 1
+    >>> sums.groupby(["model", "head"]).size().to_dict() == {(m, h): table["query"].max() + 1
+    ...                                                     for m in ("base", "tuned") for h in (0, 2)}
+    True
+    >>> bool(((sums - 1).abs() < 1e-5).all())
+    True
+    """
+    tokens, patterns = attention_patterns(model, prompt, response, layers=layers, chat_template=chat_template)
+    head_list = select_indices("head", heads, model.cfg.n_heads)
+    frames = []
+    for layer, pattern in patterns.items():  # (heads, pos, pos)
+        query, key = torch.tril_indices(len(tokens), len(tokens), device=pattern.device)
+        for head in head_list:
+            frames.append(pd.DataFrame({"layer": layer, "head": head, "query": query.cpu().numpy(),
+                                        "key": key.cpu().numpy(), "weight": pattern[head][query, key].cpu().numpy()}))
+    columns = ["layer", "head", "query", "key", "weight"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

@@ -26,20 +26,20 @@ contain the verb as either word (case-insensitive).
 
 from __future__ import annotations
 
-
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from mechit.data.wordlists import INSTRUCTION_VERBS, general_verbs as frequent_general_verbs
 from mechit.errors import InputError
+from mechit.heads.pairs import head_knowledge
+from mechit.stats import welch
 
 KEYS = ["layer", "head"]
 
 
 def _knowledge(pairs: pd.DataFrame, which: str) -> pd.DataFrame:
-    from mechit.heads.pairs import head_knowledge
-
     missing = {"layer", "head", "word_a", "word_b"} - set(pairs.columns)
     if missing:
         raise InputError(f"{which} pairs lack column(s) {sorted(missing)}: pass a head_pairs() or head_knowledge() frame")
@@ -51,11 +51,8 @@ def _knowledge(pairs: pd.DataFrame, which: str) -> pd.DataFrame:
 
 
 def _verb_lists(instruction_verbs, general_verbs) -> tuple[list[str], list[str]]:
-    if instruction_verbs is None or general_verbs is None:
-        from mechit.data.wordlists import INSTRUCTION_VERBS, general_verbs as frequent_general_verbs
-
-        instruction_verbs = INSTRUCTION_VERBS if instruction_verbs is None else instruction_verbs
-        general_verbs = frequent_general_verbs(3000) if general_verbs is None else general_verbs
+    instruction_verbs = INSTRUCTION_VERBS if instruction_verbs is None else instruction_verbs
+    general_verbs = frequent_general_verbs(3000) if general_verbs is None else general_verbs
     instruction = list(dict.fromkeys(v.lower() for v in instruction_verbs))
     general = [v for v in dict.fromkeys(v.lower() for v in general_verbs) if v not in set(instruction)]
     if not instruction or not general:
@@ -135,10 +132,14 @@ def head_shift(
     n_instruction, n_general (verbs with a defined fraction), t, p_value. Defaults: the
     paper's 38 instruction verbs and 3000 frequent general verbs (:mod:`mechit.data.wordlists`).
 
-    >>> table = head_shift(pairs_base, pairs_tuned)        # doctest: +SKIP
+    >>> b = pd.DataFrame({"layer": [0, 0, 0], "head": [0, 1, 2], "word_a": ["write", "tell", "run"],
+    ...                   "word_b": ["essay", "story", "fast"], "n_dims": 2})
+    >>> t = pd.DataFrame({"layer": [0, 0, 0, 0], "head": [0, 0, 1, 1], "word_a": ["write", "tell", "tell", "write"],
+    ...                   "word_b": ["poem", "joke", "tale", "list"], "n_dims": 2})
+    >>> table = head_shift(b, t, instruction_verbs=["write", "tell"], general_verbs=["run", "walk"])
+    >>> table[["layers", "instruction_mean", "general_mean", "n_instruction", "n_general"]].to_dict("records")
+    [{'layers': '0-0', 'instruction_mean': 1.0, 'general_mean': 0.0, 'n_instruction': 2, 'n_general': 1}]
     """
-    from scipy.stats import ttest_ind
-
     fractions = verb_fractions(pairs_base, pairs_tuned, instruction_verbs=instruction_verbs,
                                general_verbs=general_verbs, layer_group=layer_group)
     layers = pd.concat([pairs_base["layer"], pairs_tuned["layer"]]).astype(int)
@@ -146,11 +147,7 @@ def head_shift(
     for grp, sub in fractions.groupby("layer_group"):
         ins = sub.loc[sub["kind"] == "instruction", "fraction"].dropna().to_numpy(float)
         gen = sub.loc[sub["kind"] == "general", "fraction"].dropna().to_numpy(float)
-        if len(ins) >= 2 and len(gen) >= 2:
-            test = ttest_ind(ins, gen, equal_var=False, alternative="greater")
-            t, p = float(test.statistic), float(test.pvalue)
-        else:
-            t = p = np.nan
+        t, p = welch(ins, gen, alternative="greater")  # NaN when a side has fewer than 2 verbs
         in_group = layers[layers // layer_group == grp]
         rows.append({
             "layer_group": int(grp), "layers": f"{in_group.min()}-{in_group.max()}",

