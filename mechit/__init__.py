@@ -36,6 +36,7 @@ _EXPORTS = {
     "INSTRUCTION_VERBS": "mechit.data.wordlists", "general_verbs": "mechit.data.wordlists",
     "frequent_words": "mechit.data.wordlists",
     "neuron_tokens": "mechit.ffn.neurons", "ffn_concepts": "mechit.ffn.concepts", "ffn_rotation": "mechit.ffn.rotation", "Rotation": "mechit.ffn.rotation", "LexiconLabeller": "mechit.ffn.lexicon", "EndpointLabeller": "mechit.ffn.labellers", "LocalModelLabeller": "mechit.ffn.labellers", "label_concepts": "mechit.ffn.labellers", "label_proportions": "mechit.ffn.labels", "label_table": "mechit.ffn.labels",
+    "ablate": "mechit.attribution.ablation", "ablate_prompts": "mechit.attribution.ablation",
     "attribute": "mechit.attribution.example", "Attribution": "mechit.attribution.example", "read_prompts": "mechit.data.prompts",
     "head_pairs": "mechit.heads.pairs", "head_knowledge": "mechit.heads.pairs", "head_shift": "mechit.heads.shift", "head_change_scores": "mechit.heads.shift", "verb_fractions": "mechit.heads.shift", "instruction_attention": "mechit.heads.attention", "get_similarity": "mechit.heads.similarity",
     "attribute_dataset": "mechit.attribution.dataset", "write_dataset_tables": "mechit.attribution.dataset",
