@@ -42,7 +42,7 @@ def build_labeller(args: argparse.Namespace):
     """The labeller the arguments name (no organism words: the check set has none)."""
     from mechit.errors import InputError
     from mechit.ffn.embedding_labeller import EmbeddingLabeller
-    from mechit.ffn.labels import make_labeller
+    from mechit.ffn.labellers import make_labeller
     from mechit.heads.similarity import MiniLMSimilarity
 
     if args.labeller == "embedding":

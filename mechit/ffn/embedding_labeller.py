@@ -39,7 +39,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechit.errors import MechitError
-from mechit.ffn.labels import QUESTIONS, LexiconLabeller
+from mechit.ffn.labels import QUESTIONS
+from mechit.ffn.lexicon import LexiconLabeller
 
 TASK_DESCRIPTIONS = {
     "math": ("numbers, arithmetic and mathematics", "a number", "an equation or a mathematical term"),

