@@ -48,6 +48,21 @@ def records(tmp_path_factory):
     return read_prompts(path)
 
 
+def in_thread(function, **kwargs) -> tuple[threading.Thread, dict]:
+    """Start ``function(**kwargs)`` in a thread; the dict gets its "value", or its "error"."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = function(**kwargs)
+        except BaseException as error:  # noqa: BLE001 - reported by the test's assertion
+            result["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, result
+
+
 def files_of(directory: Path) -> dict:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
@@ -78,10 +93,7 @@ def cluster():
 
 def test_two_workers_identical_and_a_second_driver_refused(cluster, records, reference, tmp_path):
     out = tmp_path / "ray"
-    first: dict = {}
-    driver = threading.Thread(target=lambda: first.update(
-        summary=run_on_ray(SPECS, records, out, workers=2, progress=False)))
-    driver.start()
+    driver, first = in_thread(run_on_ray, specs=SPECS, records=records, out=out, workers=2, progress=False)
     lock = lock_path(out, "ray driver")
     while not lock.exists() and driver.is_alive():
         time.sleep(0.05)
@@ -89,7 +101,8 @@ def test_two_workers_identical_and_a_second_driver_refused(cluster, records, ref
     with pytest.raises(InputError, match=rf"another mechit ray driver is running on this directory \(pid {os.getpid()} "):
         run_on_ray(SPECS, records, out, workers=2, progress=False)
     driver.join()
-    assert first["summary"]["done"] == 18 and first["summary"]["failed"] == 0
+    assert "error" not in first, first.get("error")
+    assert first["value"]["done"] == 18 and first["value"]["failed"] == 0
     assert files_of(out) == reference
     ours = pd.read_parquet(out / "attribution_examples.parquet")
     assert not ours.duplicated(["model", "id"]).any()
@@ -128,10 +141,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, records, re
     out, pids = tmp_path / "killed", tmp_path / "pids"
     pids.mkdir()
     loader = functools.partial(report_pid_and_load, str(pids))
-    result: dict = {}
-    driver = threading.Thread(target=lambda: result.update(
-        summary=run_on_ray(SPECS, records, out, workers=2, loader=loader, progress=False)))
-    driver.start()
+    driver, result = in_thread(run_on_ray, specs=SPECS, records=records, out=out, workers=2, loader=loader,
+                               progress=False)
     store = RecordStore(out)
     while sum(store.done(s, r.id) for s in SPECS for r in records) < 3 and driver.is_alive():
         time.sleep(0.05)
@@ -140,7 +151,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, records, re
     victim = min(started)
     os.kill(victim, signal.SIGKILL)
     driver.join()
-    assert result["summary"]["done"] == 18
+    assert "error" not in result, result.get("error")
+    assert result["value"]["done"] == 18
     assert {int(p.name) for p in pids.iterdir()} - started  # Ray restarted the worker: a new process loaded a model
     assert files_of(out) == reference  # nothing lost, nothing duplicated, no temporary left
-    assert sorted(p.stem for p in (out / "records").rglob("*.json")).__len__() == 18
+    assert len(list((out / "records").rglob("*.json"))) == 18
