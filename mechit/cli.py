@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "info",
     "attribute",
     "attribute_import",
+    "merge",
     "organism",
     "compare",
     "heads",

@@ -115,6 +115,22 @@ def collect_tables(store: RecordStore, specs: Sequence[str], records: Sequence[P
     return ex, tok
 
 
+def open_run_manifest(out: str | Path, specs: Sequence[str], records: Sequence[PromptRecord], response: str,
+                      options: dict) -> Manifest:
+    """Write (or check) ``DIR/attribution_run.json``: the models, example ids, response mode and
+    options of a run. Every runner of a dataset (one process, shards, Ray) opens it the same
+    way, so a run started by one can be finished by another.
+
+    >>> open_run_manifest("run", ["m"], [], "reference", {"L": 10}).settings
+    {'models': ['m'], 'ids': [], 'response': 'reference', 'options': {'L': 10}}
+    """
+    manifest = Manifest.open(Path(out) / MANIFEST, {"models": list(specs), "ids": [r.id for r in records],
+                                                    "response": response,
+                                                    "options": {k: options[k] for k in sorted(options)}})
+    manifest.save()
+    return manifest
+
+
 def attribute_dataset(
     specs: Sequence[str],
     records: Sequence[PromptRecord],
@@ -143,8 +159,7 @@ def attribute_dataset(
         raise InputError(f"--out {out} is a file, not a directory; choose another --out")
     store = RecordStore(out)
     remove_stale_temporaries(out)  # left by a run killed while writing
-    Manifest.open(out / MANIFEST, {"models": list(specs), "ids": [r.id for r in records], "response": response,
-                                   "options": {k: options[k] for k in sorted(options)}}).save()
+    open_run_manifest(out, specs, records, response, options)
     for spec in specs:
         todo = [r for r in records if not store.done(spec, r.id)]
         if not todo:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import sys
 
 from mechit.commands.args import add_loading_options, loading_kwargs
+from mechit.commands.distributed_options import (
+    add_distributed_options,
+    distributed_runner,
+)
 
 
 def register(subparsers) -> None:
@@ -39,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128, help="length limit of generated responses")
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
     add_loading_options(p)
+    add_distributed_options(p)
     p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
                    help="memory for one chunk of batched gradient products and the cotangents carried with "
                         "them (more: faster, up to a point)")
@@ -64,7 +69,11 @@ def run_attribute(args) -> int:
     import functools
     from pathlib import Path
 
-    from mechit.attribution.dataset import attribute_dataset, run_summary, write_dataset_tables
+    from mechit.attribution.dataset import (
+        attribute_dataset,
+        run_summary,
+        write_dataset_tables,
+    )
     from mechit.data.prompts import read_prompts
     from mechit.errors import InputError
     from mechit.models import load_model
@@ -89,17 +98,21 @@ def run_attribute(args) -> int:
         if len(args.model) != 1:
             raise InputError("--ratings labels one model's responses: give one --model per run")
         records = label_records(records, ratings_of(read_ratings(args.ratings), args.ratings_model or args.model[0]))
-    examples, tokens = attribute_dataset(
-        args.model, records, args.out, response=args.response,
-        chat_template=args.chat_template, max_new_tokens=args.max_new_tokens, L=args.L, b=args.b, p=args.p,
-        method=args.method, memory_budget=args.memory_budget_mb * 2**20, **capped,
-        loader=functools.partial(load_model, **loading_kwargs(args)),
-    )
-    write_dataset_tables(examples, tokens, args.out, args.format)
-    summary = run_summary(examples)
+    run = dict(response=args.response, chat_template=args.chat_template, max_new_tokens=args.max_new_tokens,
+               L=args.L, b=args.b, p=args.p, method=args.method, memory_budget=args.memory_budget_mb * 2**20,
+               loader=functools.partial(load_model, **loading_kwargs(args)), **capped)
+    runner = distributed_runner(args)
+    if runner is None:  # one process
+        examples, tokens = attribute_dataset(args.model, records, args.out, **run)
+        write_dataset_tables(examples, tokens, args.out, args.format)
+        summary = run_summary(examples)
+    else:  # a shard, or Ray actors: they write the records and, once complete, the tables
+        summary = runner(args.model, records, args.out, table_format=args.format, **run)
+    where = (f"{summary['pending']} records pending in other shards (the last shard writes the tables)"
+             if summary.get("pending") else f"tables in {args.out}")
     print(f"attribute: {len(records)} examples x {len(args.model)} models: "
           f"{summary['done']} done, {summary['failed']} failed, {summary['empty']} empty responses; "
-          f"tables in {args.out}", file=sys.stderr)
+          f"{where}", file=sys.stderr)
     if summary["empty"]:
         shown = ", ".join(f"[{model}] {example_id}" for model, example_id in summary["empty_responses"][:10])
         print(f"  empty responses (kept with status 'empty_response', no score; statistics leave them out): "

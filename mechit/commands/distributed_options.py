@@ -1,0 +1,63 @@
+"""The options that spread a dataset run over processes and machines: ``--shard I/N``,
+``--ray [ADDRESS]``, ``--workers N``, ``--threads N`` (docs/distributed.md).
+
+A command adds them with :func:`add_distributed_options` and calls the runner that
+:func:`distributed_runner` picks (None: :func:`mechit.attribution.attribute_dataset` in this
+process): the same arguments and files; it writes the tables itself once the run is
+complete and returns the summary (plus ``pending`` for a shard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+from mechit.errors import InputError
+
+
+def add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--shard``, ``--ray``, ``--workers`` and ``--threads`` to ``parser``.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_distributed_options(parser)
+    >>> args = parser.parse_args(["--ray", "--workers", "2"])
+    >>> args.ray, args.workers, args.shard
+    ('auto', 2, None)
+    """
+    group = parser.add_argument_group("distributed runs (docs/distributed.md)")
+    group.add_argument("--shard", metavar="I/N",
+                       help="process shard I (0-based) of N, a deterministic share balanced by token count, "
+                            "into the shared --out; the last shard to finish writes the tables")
+    group.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="run on Ray actors (pip install 'mechit[ray]'): a new local cluster, $RAY_ADDRESS, "
+                            "or the cluster at ADDRESS")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="with --ray: N CPU workers (default: one per GPU of the cluster, else one per CPU)")
+    group.add_argument("--threads", type=int, default=1, metavar="N", help="with --ray: torch threads per worker")
+
+
+def distributed_runner(args: argparse.Namespace):
+    """``run_shard`` / ``run_on_ray`` bound to the options, or None for a run in this process
+    (:func:`mechit.attribution.attribute_dataset`).
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_distributed_options(parser)
+    >>> distributed_runner(parser.parse_args(["--shard", "1/4"])).keywords
+    {'shard': (1, 4)}
+    >>> distributed_runner(parser.parse_args(["--shard", "0/2", "--ray"]))
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: --shard and --ray exclude each other: Ray spreads the whole run itself
+    """
+    from mechit.distributed import parse_shard, run_on_ray, run_shard
+
+    if args.shard is not None and args.ray is not None:
+        raise InputError("--shard and --ray exclude each other: Ray spreads the whole run itself")
+    if args.ray is None and (args.workers is not None or args.threads != 1):
+        raise InputError("--workers and --threads go with --ray")
+    if args.shard is not None:
+        return functools.partial(run_shard, shard=parse_shard(args.shard))
+    if args.ray is not None:
+        return functools.partial(run_on_ray, address=None if args.ray == "auto" else args.ray,
+                                 workers=args.workers, threads=args.threads)
+    return None
