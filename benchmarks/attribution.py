@@ -9,7 +9,7 @@ Runs, in order:
    peak GFLOP/s (best of ten, measured again after the runs; the higher is kept, since
    a shared machine's momentary load only ever lowers it);
 2. the new path (``mechit.attribution.grad.gradient_x_input``, method "auto": reverse
-   mode block by block for SmolLM2, see ``mechit/attribution_blocks.py``);
+   mode block by block for SmolLM2, see ``mechit/attribution/blocks.py``);
 3. the paper's procedure (``gradient_x_input_loop(weight_grads=True)``: one forward with
    full-vocabulary logits at every position, then ``p_j.backward()`` per response token,
    which also fills every parameter's ``.grad`` as the released code does);

@@ -5,7 +5,7 @@
    normalizer), plain and through the chat template. The documented rule (mechit/tokens.py):
    a prompt token is in the instruction when its characters, *leading whitespace excluded*,
    overlap a span. The reference here works on sets of character positions, not intervals.
-2. sparsify / density / score invariants (mechit/attribution_math.py, PAPER §1.3-1.5).
+2. sparsify / density / score invariants (mechit/attribution/scores.py, PAPER §1.3-1.5).
 
 On "the score is monotone in the mask" (issue 8): false in general. The score is
 ``S(M) = sum_{i in M} d_i / log2(2 + |M|)``; adding a token of density 0 to a mask with
