@@ -64,19 +64,23 @@ def _manifest(out, model: str, ids: list[str], table_format: str, settings: dict
     from mechit.errors import InputError
 
     path = out / "attribution_run.json"
-    manifest = {"models": [], "ids": ids, "format": table_format, "imported": {}}
+    other = "csv" if table_format == "parquet" else "parquet"
+    if (out / f"attribution_examples.{other}").exists():
+        raise InputError(f"{out}: holds imports with another --format; use the same one or another --out directory")
+    run = {"models": [], "ids": ids, "imported": {}}
     if path.is_file():
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if "imported" not in manifest:
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path}: unreadable run settings ({error}); delete it to import again") from error
+        if "imported" not in run:
             raise InputError(f"{out}: holds a `mechit attribute` run; import into another --out directory")
-        for key, value in (("ids", ids), ("format", table_format)):
-            if manifest[key] != value:
-                raise InputError(f"{out}: holds imports with another {'prompt set' if key == 'ids' else '--format'}; "
-                                 "use the same one or another --out directory")
-    if model not in manifest["models"]:
-        manifest["models"].append(model)
-    manifest["imported"][model] = settings
-    return manifest
+        if run["ids"] != ids:
+            raise InputError(f"{out}: holds imports with another prompt set; use the same one or another --out directory")
+    if model not in run["models"]:
+        run["models"].append(model)
+    run["imported"][model] = settings
+    return {"settings": run, "finished": {}}  # the layout of mechit.store.Manifest, as `mechit attribute` writes
 
 
 def score_result(record, result, *, model: str, L: int = 10, b: int = 7, p: float = 4):
@@ -137,11 +141,11 @@ def import_results(model: str, records, results_dir, out, *, ratings: dict[str, 
     """
     from pathlib import Path
 
-    from mechit.attribution.dataset import collect_tables
+    from mechit.attribution.dataset import collect_tables, write_dataset_tables
     from mechit.data.imported import read_result, result_files
     from mechit.data.ratings import RatingRules, label
     from mechit.errors import InputError
-    from mechit.store import RecordStore, remove_stale_temporaries, write_json, write_table
+    from mechit.store import RecordStore, remove_stale_temporaries, write_json
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -168,10 +172,8 @@ def import_results(model: str, records, results_dir, out, *, ratings: dict[str, 
             example["label"] = label(ratings.get(record.id), example["n_response_tokens"], rules)
         store.write(model, record.id, stored, tensors=tensors)
     write_json(out / "attribution_run.json", manifest)
-    examples, tokens = collect_tables(store, manifest["models"], records)
-    suffix = ".csv" if table_format == "csv" else ".parquet"
-    write_table(examples, out / f"attribution_examples{suffix}")
-    write_table(tokens, out / f"attribution_tokens{suffix}")
+    examples, tokens = collect_tables(store, manifest["settings"]["models"], records)
+    write_dataset_tables(examples, tokens, out, table_format)
     mine = examples[examples["model"] == model]
     failed = mine[mine["status"] == "error"]
     return {"done": int((mine["status"] == "ok").sum()), "failed": len(failed),

@@ -191,6 +191,11 @@ def _safetensors_parameters(directory: Path) -> "tuple[int, str | None] | None":
         except (OSError, ValueError, struct.error) as error:
             raise SpecError(f"cannot read the safetensors header of {file}: {first_line(error)} "
                             "(corrupt or truncated file?)") from error
+        data_end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
+                       default=0)
+        if file.stat().st_size < 8 + length + data_end:
+            raise SpecError(f"cannot load model from {file}: the file is truncated ({file.stat().st_size} bytes, "
+                            f"its header needs {8 + length + data_end}); download or copy it again")
         for name, entry in header.items():
             if name != "__metadata__":
                 count = math.prod(entry["shape"])

@@ -165,10 +165,18 @@ def test_scanner_allows(snippet):
     assert scan_source(snippet) == []
 
 
+# The one place pickle bytes are read: the authors' released attribution results, through an
+# allow-list unpickler that admits numpy's array reconstruction only (issue 15;
+# tests/unit/data/test_imported_results.py refuses a hostile pickle through it).
+ALLOWED_PICKLE_READERS = {"mechit/data/imported.py": ["mechit/data/imported.py:33: import pickle"]}
+
+
 def test_mechit_source_has_no_unsafe_loading():
     problems = []
     for path in _sources():
-        problems += scan_source(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT.parent)))
+        where = str(path.relative_to(ROOT.parent))
+        found = scan_source(path.read_text(encoding="utf-8"), where)
+        problems += [p for p in found if p not in ALLOWED_PICKLE_READERS.get(where, [])]
     assert problems == [], "unsafe constructs in mechit/:\n" + "\n".join(problems)
 
 

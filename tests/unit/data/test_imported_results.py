@@ -169,7 +169,7 @@ def test_import_then_stats_reproduce_the_papers_tables(release, capsys):
     assert set(followed.model) == {"vicuna-7b"}
     assert followed.loc[["(all)", "lima", "mtbench", "user"], ["n_a", "n_b"]].values.tolist() == [[6, 4], [2, 1], [2, 1], [2, 2]]
     assert followed.loc["(all)", "mean_a"] > followed.loc["(all)", "mean_b"]
-    manifest = json.loads((out / "attribution_run.json").read_text())
+    manifest = json.loads((out / "attribution_run.json").read_text())["settings"]
     assert manifest["models"] == ["llama-7b", "vicuna-7b"] and manifest["imported"]["vicuna-7b"]["ratings_model"] == "vicuna_7B"
 
 
@@ -207,7 +207,7 @@ def test_import_records_failures_and_refuses_a_mixed_out(tmp_path, release, caps
     assert main(["attribute-import", "--results", str(folder), "--model", "other", "--prompts", str(FINAL),
                  "--out", str(out)]) == 2
     assert "holds imports with another --format" in capsys.readouterr().err
-    (out / "attribution_run.json").write_text(json.dumps({"models": ["a"], "format": "csv", "ids": []}))
+    (out / "attribution_run.json").write_text(json.dumps({"settings": {"models": ["a"], "ids": []}, "finished": {}}))
     assert main(["attribute-import", "--results", str(folder), "--model", "llama-7b", "--prompts", str(FINAL),
                  "--out", str(out), "--format", "csv"]) == 2
     assert "holds a `mechit attribute` run" in capsys.readouterr().err
