@@ -99,8 +99,9 @@ def fits_in_memory(spec: "str | Path", *, device=None, dtype=None, device_map=No
 
 def open_for_weights(spec: "str | Path", *, stream: bool = False, **loading) -> "TransformerBridge | StreamedModel":
     """The model a weight-only analysis reads: streamed with ``stream=True`` or when the
-    weights do not fit (:func:`fits_in_memory`; a note goes to stderr), else loaded with
-    :func:`~mechit.models.load_model` and ``loading`` (its keyword arguments).
+    weights do not fit (:func:`fits_in_memory`; a note goes to stderr) and the checkpoint can
+    be streamed, else loaded with :func:`~mechit.models.load_model` and ``loading`` (its
+    keyword arguments), which refuses a model that does not fit.
 
     >>> open_for_weights("organism-tuned", stream=True, device="cpu")
     StreamedModel('organism-tuned', LlamaForCausalLM, 6 layers)
@@ -109,6 +110,10 @@ def open_for_weights(spec: "str | Path", *, stream: bool = False, **loading) -> 
     if stream:
         return open_streamed(spec, **streamed_options)
     if not fits_in_memory(spec, **loading):
+        try:
+            streamed = open_streamed(spec, **streamed_options)
+        except SpecError:  # not streamable (no safetensors, a GGUF file, GPT-2): load_model refuses in one line
+            return load_model(spec, **loading)
         print(f"mechit: {spec} does not fit in memory; streaming its weights layer by layer", file=sys.stderr)
-        return open_streamed(spec, **streamed_options)
+        return streamed
     return load_model(spec, **loading)
