@@ -13,8 +13,8 @@ config says (as inseq's model config registry does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from mechit.arch.llama_vjp import llama_pull_back
 
@@ -40,6 +40,13 @@ class Family:
             calling convention of :func:`mechit.arch.llama_vjp.llama_pull_back`), or None
             for autograd's. Set for Llama's blocks (pre-RMSNorm, rotary attention with
             grouped KV heads, SiLU-gated MLP, no sliding window).
+        tensors: Hugging Face parameter names of the weights the views read, keyed by
+            their TransformerLens names (``W_E``, ``W_U``, ``ln_final``; per layer, with a
+            ``{layer}`` slot: ``W_Q``..``W_O``, ``W_in``, ``W_gate``, ``W_out``, ``ln1``,
+            ``ln2`` and where the family has them ``ln1_post``, ``ln2_post``, ``q_norm``,
+            ``k_norm``), stored as ``nn.Linear`` weights ``[out, in]``; a missing ``W_U``
+            means tied embeddings. None: the family cannot be streamed
+            (:class:`mechit.arch.stream.StreamedModel`).
     """
 
     name: str
@@ -50,21 +57,38 @@ class Family:
     qk_norm: bool = False
     gguf: str | None = None
     block_vjp: Callable | None = None
+    tensors: Mapping[str, str] | None = field(default=None, compare=False)
 
+
+_LAYER = "model.layers.{layer}."
+LLAMA_TENSORS = {
+    "W_E": "model.embed_tokens.weight", "W_U": "lm_head.weight", "ln_final": "model.norm.weight",
+    "W_Q": _LAYER + "self_attn.q_proj.weight", "W_K": _LAYER + "self_attn.k_proj.weight",
+    "W_V": _LAYER + "self_attn.v_proj.weight", "W_O": _LAYER + "self_attn.o_proj.weight",
+    "W_in": _LAYER + "mlp.up_proj.weight", "W_gate": _LAYER + "mlp.gate_proj.weight",
+    "W_out": _LAYER + "mlp.down_proj.weight",
+    "ln1": _LAYER + "input_layernorm.weight", "ln2": _LAYER + "post_attention_layernorm.weight",
+}
+_QK_NORMS = {"q_norm": _LAYER + "self_attn.q_norm.weight", "k_norm": _LAYER + "self_attn.k_norm.weight"}
+_SANDWICH_NORMS = {  # Gemma 2/3: a norm before and after attention and MLP
+    "ln1_post": _LAYER + "post_attention_layernorm.weight", "ln2": _LAYER + "pre_feedforward_layernorm.weight",
+    "ln2_post": _LAYER + "post_feedforward_layernorm.weight",
+}
 
 FAMILIES: dict[str, Family] = {
-    "LlamaForCausalLM": Family("llama", gguf="llama", block_vjp=llama_pull_back),
-    "MistralForCausalLM": Family("mistral", gguf="mistral"),
-    "Qwen2ForCausalLM": Family("qwen2", gguf="qwen2"),
-    "Qwen3ForCausalLM": Family("qwen3", qk_norm=True, gguf="qwen3"),
-    "GPT2LMHeadModel": Family("gpt2", norm="LayerNorm", gguf="gpt2"),
-    "GemmaForCausalLM": Family("gemma", norm_offset=1.0, sqrt_d_model_embed=True),
+    "LlamaForCausalLM": Family("llama", gguf="llama", block_vjp=llama_pull_back, tensors=LLAMA_TENSORS),
+    "MistralForCausalLM": Family("mistral", gguf="mistral", tensors=LLAMA_TENSORS),
+    "Qwen2ForCausalLM": Family("qwen2", gguf="qwen2", tensors=LLAMA_TENSORS),
+    "Qwen3ForCausalLM": Family("qwen3", qk_norm=True, gguf="qwen3", tensors={**LLAMA_TENSORS, **_QK_NORMS}),
+    "GPT2LMHeadModel": Family("gpt2", norm="LayerNorm", gguf="gpt2"),  # fused Conv1D c_attn: not streamed
+    "GemmaForCausalLM": Family("gemma", norm_offset=1.0, sqrt_d_model_embed=True, tensors=LLAMA_TENSORS),
     "Gemma2ForCausalLM": Family(
-        "gemma2", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, gguf="gemma2"
+        "gemma2", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, gguf="gemma2",
+        tensors={**LLAMA_TENSORS, **_SANDWICH_NORMS},
     ),
     "Gemma3ForCausalLM": Family(
         "gemma3", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, qk_norm=True,
-        gguf="gemma3",
+        gguf="gemma3", tensors={**LLAMA_TENSORS, **_SANDWICH_NORMS, **_QK_NORMS},
     ),
 }
 GGUF_ARCHITECTURES = {f.gguf: arch for arch, f in FAMILIES.items() if f.gguf}

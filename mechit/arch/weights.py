@@ -10,12 +10,14 @@ torch.Size([8, 160, 20])
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
 
 from mechit.arch.families import family
+from mechit.arch.stream import StreamedModel
 from mechit.errors import InputError
 
 if TYPE_CHECKING:
@@ -57,18 +59,37 @@ def _folded(model) -> bool:
     return bool(getattr(model.cfg, "layer_norm_folding", False))
 
 
-def _scale(model, module) -> "Float[Tensor, 'd']":
-    """Effective multiplicative scale of a norm module (offset + weight), fp32, detached."""
-    weight = module.original_component.weight.detach().float()
+# Where a loaded bridge keeps each raw weight (names as in Family.tensors): per layer
+# under model.blocks[layer], else under the model.
+_BRIDGE_WEIGHTS = {
+    "W_Q": "attn.W_Q", "W_K": "attn.W_K", "W_V": "attn.W_V", "W_O": "attn.W_O",
+    "W_in": "mlp.W_in", "W_gate": "mlp.W_gate", "W_out": "mlp.W_out",
+    "ln1": "ln1.original_component.weight", "ln2": "ln2.original_component.weight",
+    "ln1_post": "ln1_post.original_component.weight", "ln2_post": "ln2_post.original_component.weight",
+    "q_norm": "attn.q_norm.original_component.weight", "k_norm": "attn.k_norm.original_component.weight",
+    "W_E": "W_E", "W_U": "W_U", "ln_final": "ln_final.original_component.weight",
+}
+
+
+def _raw(model, name: str, layer: int | None = None) -> "Tensor":
+    """One raw (unfolded) weight in TransformerLens layout, detached: a
+    :class:`~mechit.arch.stream.StreamedModel` reads it from its checkpoint, a bridge
+    from its modules."""
+    if isinstance(model, StreamedModel):
+        return model.weight(name, layer)
+    if layer is not None:
+        if not 0 <= layer < model.cfg.n_layers:
+            raise InputError(f"layer {layer} out of range: the model has {model.cfg.n_layers} layers")
+        return attrgetter(_BRIDGE_WEIGHTS[name])(model.blocks[layer]).detach()
+    return attrgetter(_BRIDGE_WEIGHTS[name])(model).detach()
+
+
+def _scale(model, weight: "Float[Tensor, 'd']") -> "Float[Tensor, 'd']":
+    """Effective multiplicative scale of a norm weight (offset + weight), fp32."""
+    weight = weight.float()
     if _folded(model):  # compatibility mode already folded it into the next weights
         return torch.ones_like(weight)
     return family(model).norm_offset + weight
-
-
-def _block(model, layer: int):
-    if not 0 <= layer < model.cfg.n_layers:
-        raise InputError(f"layer {layer} out of range: the model has {model.cfg.n_layers} layers")
-    return model.blocks[layer]
 
 
 def _repeat_kv(model, weight: "Float[Tensor, 'Hkv d dh']") -> "Float[Tensor, 'H d dh']":
@@ -113,13 +134,12 @@ def qk_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, '
     >>> W_Q, W_K = qk_weights(model, 0); W_Q.shape == W_K.shape   # doctest: +SKIP
     True
     """
-    block = _block(model, layer)
-    scale = _scale(model, block.ln1)[None, :, None]
-    w_q = block.attn.W_Q.detach().float() * scale
-    w_k = _repeat_kv(model, block.attn.W_K.detach().float()) * scale
+    scale = _scale(model, _raw(model, "ln1", layer))[None, :, None]
+    w_q = _raw(model, "W_Q", layer).float() * scale
+    w_k = _repeat_kv(model, _raw(model, "W_K", layer).float()) * scale
     if family(model).qk_norm:
-        w_q = w_q * _scale(model, block.attn.q_norm)[None, None, :]
-        w_k = w_k * _scale(model, block.attn.k_norm)[None, None, :]
+        w_q = w_q * _scale(model, _raw(model, "q_norm", layer))[None, None, :]
+        w_k = w_k * _scale(model, _raw(model, "k_norm", layer))[None, None, :]
     return w_q, w_k
 
 
@@ -132,11 +152,10 @@ def ov_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, '
 
     >>> W_V, W_O = ov_weights(model, 0)                      # doctest: +SKIP
     """
-    block = _block(model, layer)
-    w_v = _repeat_kv(model, block.attn.W_V.detach().float()) * _scale(model, block.ln1)[None, :, None]
-    w_o = block.attn.W_O.detach().float().clone()
+    w_v = _repeat_kv(model, _raw(model, "W_V", layer).float()) * _scale(model, _raw(model, "ln1", layer))[None, :, None]
+    w_o = _raw(model, "W_O", layer).float().clone()
     if family(model).post_norms:
-        w_o = w_o * _scale(model, block.ln1_post)[None, None, :]
+        w_o = w_o * _scale(model, _raw(model, "ln1_post", layer))[None, None, :]
     return w_v, w_o
 
 
@@ -145,11 +164,10 @@ def mlp_in_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tenso
 
     >>> W_in, W_gate = mlp_in_weights(model, 0)              # doctest: +SKIP
     """
-    block = _block(model, layer)
-    scale = _scale(model, block.ln2)[:, None]
-    w_in = block.mlp.W_in.detach().float() * scale
-    w_gate = getattr(block.mlp, "W_gate", None) if getattr(model.cfg, "gated_mlp", False) else None
-    return w_in, (None if w_gate is None else w_gate.detach().float() * scale)
+    scale = _scale(model, _raw(model, "ln2", layer))[:, None]
+    w_in = _raw(model, "W_in", layer).float() * scale
+    w_gate = _raw(model, "W_gate", layer) if getattr(model.cfg, "gated_mlp", False) else None
+    return w_in, (None if w_gate is None else w_gate.float() * scale)
 
 
 def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd_mlp d']":
@@ -161,10 +179,9 @@ def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd
     >>> mlp_out_weights(model, 0).shape                      # doctest: +SKIP
     torch.Size([128, 64])
     """
-    block = _block(model, layer)
-    w_out = block.mlp.W_out.detach().float().clone()
+    w_out = _raw(model, "W_out", layer).float().clone()
     if family(model).post_norms:
-        w_out = w_out * _scale(model, block.ln2_post)[None, :]
+        w_out = w_out * _scale(model, _raw(model, "ln2_post", layer))[None, :]
     return w_out
 
 
@@ -174,7 +191,7 @@ def input_embedding(model: "TransformerBridge") -> "Float[Tensor, 'vocab d']":
     >>> input_embedding(model).shape[0] == model.cfg.d_vocab  # doctest: +SKIP
     True
     """
-    return model.W_E.detach().float().clone()
+    return _raw(model, "W_E").float().clone()
 
 
 def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
@@ -183,7 +200,7 @@ def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
     >>> unembedding(model).shape[1] == model.cfg.d_vocab     # doctest: +SKIP
     True
     """
-    return model.W_U.detach().float() * _scale(model, model.ln_final)[:, None]
+    return _raw(model, "W_U").float() * _scale(model, _raw(model, "ln_final"))[:, None]
 
 
 def describe(model: "TransformerBridge") -> dict:

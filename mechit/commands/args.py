@@ -73,6 +73,21 @@ def add_loading_options(parser: argparse.ArgumentParser, *, what: str = "the mod
                              "only for models you trust")
 
 
+def add_stream_option(parser: argparse.ArgumentParser) -> None:
+    """``--stream``, for commands that read only weights (heads, ffn): read each layer's
+    tensors from the checkpoint when needed instead of loading the model; without it they
+    stream anyway when the memory plan says the model does not fit.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_stream_option(parser)
+    >>> parser.parse_args(["--stream"]).stream
+    True
+    """
+    parser.add_argument("--stream", action="store_true",
+                        help="read weights layer by layer from the safetensors checkpoint instead of loading the "
+                             "model (automatic when the model does not fit in memory)")
+
+
 def loading_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`mechit.models.load_model` the loading options ask for.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, loading_kwargs, parse_indices
+from mechit.commands.args import add_loading_options, add_stream_option, loading_kwargs, parse_indices
 from mechit.errors import InputError
 
 # torch, the models and the analyses are imported inside the run_* functions: they keep `mechit --help` fast.
@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, help="hub id, model directory, .gguf file, organism-base or organism-tuned")
     add_loading_options(p)
+    add_stream_option(p)
     _common(p)
     p.add_argument("--neurons", default="32",
                    help="neurons per layer for the neuron table: N strongest by |W_out row| (default 32) or 'all'")
@@ -163,13 +164,13 @@ def run_ffn(args: argparse.Namespace) -> int:
 
     from mechit.arch.weights import mlp_out_weights, select_indices
     from mechit.ffn.neurons import neuron_tokens
-    from mechit.models import load_model
+    from mechit.models import open_for_weights
     from mechit.store import remove_stale_temporaries, write_json, write_table
 
     _check_args(args)
     words = _words(args.words)
     remove_stale_temporaries(args.out)
-    model = load_model(args.model, **loading_kwargs(args))
+    model = open_for_weights(args.model, stream=args.stream, **loading_kwargs(args))
     _check_against(model, args, words)
     concepts = _concepts(model, args, words)
     write_table(concepts, args.out / "concepts.parquet")

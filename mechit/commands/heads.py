@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, loading_kwargs, parse_indices
+from mechit.commands.args import add_loading_options, add_stream_option, loading_kwargs, parse_indices
 
 MANIFEST = "head_pairs.json"
 
@@ -42,6 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=int, default=100, help="words per dimension and side (qk-dims) or pairs per head (qk, ov)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_loading_options(parser)
+    add_stream_option(parser)
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.set_defaults(run=run)
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mechit.data.wordlists import read_words
     from mechit.heads.pairs import head_knowledge, head_pairs
-    from mechit.models import load_model, tag_model
+    from mechit.models import open_for_weights, tag_model
     from mechit.store import Manifest, write_table
 
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     words = read_words(args.words) if args.words else None
-    model = load_model(args.model, **loading_kwargs(args))
+    model = open_for_weights(args.model, stream=args.stream, **loading_kwargs(args))
     pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=args.top_k,
                        similarity=args.similarity)
     write_table(tag_model(pairs, args.model), args.out / "head_pairs.parquet")

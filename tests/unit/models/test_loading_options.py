@@ -36,16 +36,16 @@ def test_heads_command_passes_device_and_dtype_to_load_model(monkeypatch, tmp_pa
     class Stop(Exception):
         pass
 
-    def fake_load_model(spec, **kw):
+    def fake_open_for_weights(spec, **kw):  # heads opens its model through open_for_weights (streaming)
         seen.update(kw)
         raise Stop
 
-    monkeypatch.setattr(mechit.models, "load_model", fake_load_model)
+    monkeypatch.setattr(mechit.models, "open_for_weights", fake_open_for_weights)
     with pytest.raises(Stop):
         cli.main(["heads", "--model", "organism-tuned", "--out", str(tmp_path), "--device", "cpu", "--dtype",
                   "bfloat16", "--max-memory", "3"])
     assert seen == {"device": "cpu", "dtype": "bfloat16", "device_map": None, "max_memory": 3 * 2**20,
-                    "trust_remote_code": False}
+                    "trust_remote_code": False, "stream": False}
 
 
 def test_defaults_float32_on_cpu_own_dtype_on_gpu():
