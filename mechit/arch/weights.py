@@ -17,6 +17,7 @@ import torch
 
 from mechit.arch.families import family
 from mechit.errors import InputError
+from mechit.runtime import compute_dtype
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -53,13 +54,19 @@ def embed_scale(model: "TransformerBridge") -> float:
     return math.sqrt(model.cfg.d_model) if family(model).sqrt_d_model_embed else 1.0
 
 
+def _compute(weight: "Tensor") -> "Tensor":
+    """``weight`` detached, in :func:`mechit.runtime.compute_dtype` of its dtype: float32 for
+    float32/bf16/fp16 weights (bit-identical for float32), float64 stays float64."""
+    return weight.detach().to(compute_dtype(weight.dtype))
+
+
 def _folded(model) -> bool:
     return bool(getattr(model.cfg, "layer_norm_folding", False))
 
 
 def _scale(model, module) -> "Float[Tensor, 'd']":
-    """Effective multiplicative scale of a norm module (offset + weight), fp32, detached."""
-    weight = module.original_component.weight.detach().float()
+    """Effective multiplicative scale of a norm module (offset + weight), in the compute dtype, detached."""
+    weight = _compute(module.original_component.weight)
     if _folded(model):  # compatibility mode already folded it into the next weights
         return torch.ones_like(weight)
     return family(model).norm_offset + weight
@@ -115,8 +122,8 @@ def qk_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, '
     """
     block = _block(model, layer)
     scale = _scale(model, block.ln1)[None, :, None]
-    w_q = block.attn.W_Q.detach().float() * scale
-    w_k = _repeat_kv(model, block.attn.W_K.detach().float()) * scale
+    w_q = _compute(block.attn.W_Q) * scale
+    w_k = _repeat_kv(model, _compute(block.attn.W_K)) * scale
     if family(model).qk_norm:
         w_q = w_q * _scale(model, block.attn.q_norm)[None, None, :]
         w_k = w_k * _scale(model, block.attn.k_norm)[None, None, :]
@@ -133,8 +140,8 @@ def ov_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, '
     >>> W_V, W_O = ov_weights(model, 0)                      # doctest: +SKIP
     """
     block = _block(model, layer)
-    w_v = _repeat_kv(model, block.attn.W_V.detach().float()) * _scale(model, block.ln1)[None, :, None]
-    w_o = block.attn.W_O.detach().float().clone()
+    w_v = _repeat_kv(model, _compute(block.attn.W_V)) * _scale(model, block.ln1)[None, :, None]
+    w_o = _compute(block.attn.W_O).clone()
     if family(model).post_norms:
         w_o = w_o * _scale(model, block.ln1_post)[None, None, :]
     return w_v, w_o
@@ -147,9 +154,9 @@ def mlp_in_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tenso
     """
     block = _block(model, layer)
     scale = _scale(model, block.ln2)[:, None]
-    w_in = block.mlp.W_in.detach().float() * scale
+    w_in = _compute(block.mlp.W_in) * scale
     w_gate = getattr(block.mlp, "W_gate", None) if getattr(model.cfg, "gated_mlp", False) else None
-    return w_in, (None if w_gate is None else w_gate.detach().float() * scale)
+    return w_in, (None if w_gate is None else _compute(w_gate) * scale)
 
 
 def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd_mlp d']":
@@ -162,7 +169,7 @@ def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd
     torch.Size([128, 64])
     """
     block = _block(model, layer)
-    w_out = block.mlp.W_out.detach().float().clone()
+    w_out = _compute(block.mlp.W_out).clone()
     if family(model).post_norms:
         w_out = w_out * _scale(model, block.ln2_post)[None, :]
     return w_out
@@ -174,7 +181,7 @@ def input_embedding(model: "TransformerBridge") -> "Float[Tensor, 'vocab d']":
     >>> input_embedding(model).shape[0] == model.cfg.d_vocab  # doctest: +SKIP
     True
     """
-    return model.W_E.detach().float().clone()
+    return _compute(model.W_E).clone()
 
 
 def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
@@ -183,7 +190,7 @@ def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
     >>> unembedding(model).shape[1] == model.cfg.d_vocab     # doctest: +SKIP
     True
     """
-    return model.W_U.detach().float() * _scale(model, model.ln_final)[:, None]
+    return _compute(model.W_U) * _scale(model, model.ln_final)[:, None]
 
 
 def describe(model: "TransformerBridge") -> dict:
