@@ -3,7 +3,7 @@ memory given back to the OS.
 
 Devices and dtypes: :func:`choose_device` and :func:`choose_dtype` are the one place a
 device or a dtype is chosen (docs/loading.md): CUDA when there is one, else the CPU; the
-model's own dtype on a GPU and float32 on the CPU. :func:`compute_dtype` is the dtype of
+model's own dtype on a GPU and float32 on the CPU. :func:`compute_dtype` (and :func:`upcast`, a tensor in it) is the dtype of
 the numerically delicate steps (softmax of the target probability, norms, SVD and
 eigen-decompositions, similarity thresholds): float32 whatever the model's dtype, float64
 for a float64 model. :func:`free_memory` is what a device has left, for the memory plan. Bad names raise ValueError (this base module imports no mechit
@@ -106,6 +106,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     (torch.float32, torch.float64)
     """
     return torch.promote_types(dtype, torch.float32)
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in :func:`compute_dtype` of its dtype (itself when it already is: float32, float64).
+
+    >>> upcast(torch.ones(1, dtype=torch.bfloat16)).dtype, upcast(torch.ones(1, dtype=torch.float64)).dtype
+    (torch.float32, torch.float64)
+    """
+    return t.to(compute_dtype(t.dtype))
 
 
 def free_memory(device: "str | torch.device") -> int:

@@ -349,8 +349,8 @@ def word_vectors(model, words: Sequence[str], *, side: str = "input") -> WordVec
     table = weight_views.input_embedding(model) if side == "input" else weight_views.unembedding(model).T
     if not kept:
         return WordVectors([], table.new_zeros((0, table.shape[1])), dropped, [])
-    flat = torch.tensor([i for ids in ids_list for i in ids], dtype=torch.long)
-    starts = torch.tensor([0] + [len(ids) for ids in ids_list[:-1]], dtype=torch.long).cumsum(0)
+    flat = torch.tensor([i for ids in ids_list for i in ids], dtype=torch.long, device=table.device)
+    starts = torch.tensor([0] + [len(ids) for ids in ids_list[:-1]], dtype=torch.long, device=table.device).cumsum(0)
     vectors = torch.nn.functional.embedding_bag(flat, table, starts, mode="mean")
     return WordVectors(kept, vectors, dropped, ids_list)
 

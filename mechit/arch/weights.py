@@ -19,6 +19,7 @@ import torch
 from mechit.arch.families import family
 from mechit.arch.stream import StreamedModel
 from mechit.errors import InputError
+from mechit.runtime import compute_dtype
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -55,6 +56,12 @@ def embed_scale(model: "TransformerBridge") -> float:
     return math.sqrt(model.cfg.d_model) if family(model).sqrt_d_model_embed else 1.0
 
 
+def _compute(weight: "Tensor") -> "Tensor":
+    """``weight`` detached, in :func:`mechit.runtime.compute_dtype` of its dtype: float32 for
+    float32/bf16/fp16 weights (bit-identical for float32), float64 stays float64."""
+    return weight.detach().to(compute_dtype(weight.dtype))
+
+
 def _folded(model) -> bool:
     return bool(getattr(model.cfg, "layer_norm_folding", False))
 
@@ -85,8 +92,8 @@ def _raw(model, name: str, layer: int | None = None) -> "Tensor":
 
 
 def _scale(model, weight: "Float[Tensor, 'd']") -> "Float[Tensor, 'd']":
-    """Effective multiplicative scale of a norm weight (offset + weight), fp32."""
-    weight = weight.float()
+    """Effective multiplicative scale of a norm weight (offset + weight), in the compute dtype."""
+    weight = _compute(weight)
     if _folded(model):  # compatibility mode already folded it into the next weights
         return torch.ones_like(weight)
     return family(model).norm_offset + weight
@@ -135,8 +142,8 @@ def qk_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, '
     True
     """
     scale = _scale(model, _raw(model, "ln1", layer))[None, :, None]
-    w_q = _raw(model, "W_Q", layer).float() * scale
-    w_k = _repeat_kv(model, _raw(model, "W_K", layer).float()) * scale
+    w_q = _compute(_raw(model, "W_Q", layer)) * scale
+    w_k = _repeat_kv(model, _compute(_raw(model, "W_K", layer))) * scale
     if family(model).qk_norm:
         w_q = w_q * _scale(model, _raw(model, "q_norm", layer))[None, None, :]
         w_k = w_k * _scale(model, _raw(model, "k_norm", layer))[None, None, :]
@@ -152,8 +159,8 @@ def ov_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tensor, '
 
     >>> W_V, W_O = ov_weights(model, 0)                      # doctest: +SKIP
     """
-    w_v = _repeat_kv(model, _raw(model, "W_V", layer).float()) * _scale(model, _raw(model, "ln1", layer))[None, :, None]
-    w_o = _raw(model, "W_O", layer).float().clone()
+    w_v = _repeat_kv(model, _compute(_raw(model, "W_V", layer))) * _scale(model, _raw(model, "ln1", layer))[None, :, None]
+    w_o = _compute(_raw(model, "W_O", layer)).clone()
     if family(model).post_norms:
         w_o = w_o * _scale(model, _raw(model, "ln1_post", layer))[None, None, :]
     return w_v, w_o
@@ -165,9 +172,9 @@ def mlp_in_weights(model: "TransformerBridge", layer: int) -> "tuple[Float[Tenso
     >>> W_in, W_gate = mlp_in_weights(model, 0)              # doctest: +SKIP
     """
     scale = _scale(model, _raw(model, "ln2", layer))[:, None]
-    w_in = _raw(model, "W_in", layer).float() * scale
+    w_in = _compute(_raw(model, "W_in", layer)) * scale
     w_gate = _raw(model, "W_gate", layer) if getattr(model.cfg, "gated_mlp", False) else None
-    return w_in, (None if w_gate is None else w_gate.float() * scale)
+    return w_in, (None if w_gate is None else _compute(w_gate) * scale)
 
 
 def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd_mlp d']":
@@ -179,7 +186,7 @@ def mlp_out_weights(model: "TransformerBridge", layer: int) -> "Float[Tensor, 'd
     >>> mlp_out_weights(model, 0).shape                      # doctest: +SKIP
     torch.Size([128, 64])
     """
-    w_out = _raw(model, "W_out", layer).float().clone()
+    w_out = _compute(_raw(model, "W_out", layer)).clone()
     if family(model).post_norms:
         w_out = w_out * _scale(model, _raw(model, "ln2_post", layer))[None, :]
     return w_out
@@ -191,7 +198,7 @@ def input_embedding(model: "TransformerBridge") -> "Float[Tensor, 'vocab d']":
     >>> input_embedding(model).shape[0] == model.cfg.d_vocab  # doctest: +SKIP
     True
     """
-    return _raw(model, "W_E").float().clone()
+    return _compute(_raw(model, "W_E")).clone()
 
 
 def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
@@ -200,7 +207,7 @@ def unembedding(model: "TransformerBridge") -> "Float[Tensor, 'd vocab']":
     >>> unembedding(model).shape[1] == model.cfg.d_vocab     # doctest: +SKIP
     True
     """
-    return _raw(model, "W_U").float() * _scale(model, _raw(model, "ln_final"))[:, None]
+    return _compute(_raw(model, "W_U")) * _scale(model, _raw(model, "ln_final"))[:, None]
 
 
 def describe(model: "TransformerBridge") -> dict:

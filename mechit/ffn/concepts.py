@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 import mechit.arch.weights as weight_views
 from mechit import tokens
 from mechit.errors import InputError
-from mechit.runtime import single_thread
+from mechit.runtime import compute_dtype, single_thread, upcast
 
 # singular values below S_max * max(shape) * FP32_EPS count as zero (weights are fp32)
 FP32_EPS = float(torch.finfo(torch.float32).eps)
@@ -58,7 +58,8 @@ def principal_components(
     """Centre the rows of ``w_out`` and return its top ``n_components`` right singular vectors.
 
     Computed in float64 from the eigendecomposition of the Gram matrix; directions stay
-    float64, the ratios and singular values are float32. Raises :class:`InputError` when
+    float64, the ratios and singular values are in
+    :func:`mechit.runtime.compute_dtype` of ``w_out`` (float32; float64 for float64 weights). Raises :class:`InputError` when
     ``n_components`` exceeds the numerical rank of the centred matrix (at most
     ``min(d_mlp - 1, d_model)``).
 
@@ -84,8 +85,8 @@ def principal_components(
     total = (s**2).sum()
     return Components(
         directions=vh[:n_components],
-        explained=((s[:n_components] ** 2) / total).float(),
-        singular_values=s[:n_components].float(),
+        explained=((s[:n_components] ** 2) / total).to(compute_dtype(w_out.dtype)),
+        singular_values=s[:n_components].to(compute_dtype(w_out.dtype)),
         rank=rank,
     )
 
@@ -168,7 +169,7 @@ def unit_word_vectors(model: Any, words: Sequence[str] | None) -> tuple[list[str
     wv = tokens.word_vectors(model, chosen, side="output")
     if len(wv.words) == 0:
         raise InputError(f"none of the {len(chosen)} words could be encoded by the model's tokenizer")
-    return list(wv.words), normalise_rows(wv.vectors.float())
+    return list(wv.words), normalise_rows(upcast(wv.vectors))
 
 
 def concept_frame(

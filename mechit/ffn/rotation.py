@@ -235,8 +235,9 @@ def _layer_geometry(layer: int, weights: dict[str, dict[str, Tensor]], k: int, n
         neurons["cos_gate"] = row_cosines(wb["gate"], wt["gate"], dim=0).cpu().numpy()
     rows, cols, abs_cos = match_components(comps["base"].directions, comps["tuned"].directions)
     order = np.argsort(neurons["cos_out"].to_numpy(), kind="stable")[:n_changed]
+    changed = {m: weights[m]["out"][torch.as_tensor(order, device=weights[m]["out"].device)] for m in weights}
     return dict(layer=layer, comps=comps, angles=angles, neurons=neurons, match=(rows, cols, abs_cos),
-                order=order, changed_vectors={m: weights[m]["out"][torch.as_tensor(order)] for m in weights})
+                order=order, changed_vectors=changed)
 
 
 def _layer_frames(geo: dict[str, Any], concept: dict[str, list[list[str]]],

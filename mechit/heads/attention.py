@@ -42,6 +42,7 @@ from mechit.arch.weights import select_indices
 from mechit.data.prompts import read_prompts
 from mechit.errors import InputError
 from mechit.tokens import encode, span_mask
+from mechit.runtime import upcast
 
 COLUMNS = ["id", "group", "layer", "head", "instruction_mass", "prompt_mass", "instruction_share",
            "n_instruction_tokens", "n_prompt_tokens", "n_response_tokens"]
@@ -97,7 +98,7 @@ def instruction_attention(
         with torch.no_grad():
             _, cache = model.run_with_cache(enc.input_ids[None], names_filter=lambda name: name in names)
         for layer, name in zip(layer_list, names):
-            pattern = cache[name][0].float()[:, queries, :]  # (heads, queries, keys)
+            pattern = upcast(cache[name][0])[:, queries, :]  # (heads, queries, keys)
             instruction_mass = pattern[:, :, instruction].sum(-1).mean(-1)  # (heads,)
             prompt_mass = pattern[:, :, enc.prompt_positions].sum(-1).mean(-1)
             share = instruction_mass / prompt_mass.clamp_min(1e-12)
@@ -123,7 +124,7 @@ def attention_patterns(
     enc = encode(model.tokenizer, prompt, response, chat_template=chat_template)
     with torch.no_grad():
         _, cache = model.run_with_cache(enc.input_ids[None], names_filter=lambda name: name in names)
-    return enc.tokens, {layer: cache[name][0].float() for name, layer in names.items()}
+    return enc.tokens, {layer: upcast(cache[name][0]) for name, layer in names.items()}
 
 
 def pattern_table(

@@ -310,14 +310,15 @@ def qk_dim_pairs_group(
     >>> [out["a"].tolist() for out in qk_dim_pairs_group(hq, hk, unit, torch.zeros(3), top_k=2)]
     [[0], []]
     """
-    h_q, h_k = h_q.detach().float(), h_k.detach().float()
+    h_q, h_k = h_q.detach().float().cpu(), h_k.detach().float().cpu()  # a CPU kernel (numpy), float32 bits
     k = min(top_k, h_q.shape[0])
     threads = torch.get_num_threads() if threads is None else threads
+    unit = unit.cpu()
     if unit.dtype != torch.float16:
         unit = unit.float().contiguous()
     with single_thread():
         q_idx, q_val, kk, energy = _top_k_phase(h_q, h_k, k, threads)
-        thr32 = _f32_below(thresholds.double().numpy())
+        thr32 = _f32_below(thresholds.double().cpu().numpy())
         return _group_pairs((q_idx, q_val), kk, energy, unit.contiguous(), thr32, h_q.shape[0], threads)
 
 
@@ -337,14 +338,14 @@ def blockwise_topk(
     n, m = left.shape[0], right.shape[1]
     k = min(k, n * m)
     block = max(1, block_entries // max(m, 1))
-    best_v = torch.empty(0, dtype=torch.result_type(left, right))
-    best_i = torch.empty(0, dtype=torch.long)
+    best_v = torch.empty(0, dtype=torch.result_type(left, right), device=left.device)
+    best_i = torch.empty(0, dtype=torch.long, device=left.device)
     for start in range(0, n, block):
         scores = (left[start : start + block] @ right).flatten()  # (b*m,)
         v, i = scores.topk(min(k, scores.numel()))
         best_v, pick = torch.cat([best_v, v]).topk(min(k, best_v.numel() + v.numel()))
         best_i = torch.cat([best_i, i + start * m])[pick]
-    sort = np.lexsort((best_i.numpy(), -best_v.double().numpy()))
+    sort = torch.from_numpy(np.lexsort((best_i.cpu().numpy(), -best_v.double().cpu().numpy()))).to(left.device)
     best_v, best_i = best_v[sort], best_i[sort]
     return best_v, best_i // m, best_i % m
 

@@ -57,6 +57,7 @@ from mechit.arch import weights as weight_views
 from mechit.errors import InputError
 from mechit.heads.kernels import blockwise_topk, compact_rows, qk_dim_pairs_group
 from mechit.heads.similarity import EmbeddingSimilarity, get_similarity, unit_rows, word_thresholds
+from mechit.runtime import upcast
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def words_and_vectors(model, words: Sequence[str] | None) -> tuple[list[str], Fl
     if not found.words:
         raise InputError(f"all {len(words)} words have degenerate tokenisation (empty or only special tokens) "
                          "for this model's tokenizer: check the word list")
-    return list(found.words), found.vectors.float()
+    return list(found.words), upcast(found.vectors)
 
 
 def head_projections(
@@ -112,7 +113,7 @@ def energy_order(h_q: Float[Tensor, "words d_head"], h_k: Float[Tensor, "words d
     >>> energy_order(torch.tensor([[1.0, 3.0], [0.0, 1.0]]), torch.zeros(2, 2))
     tensor([1, 0])
     """
-    q, k = h_q.detach().float().numpy(), h_k.detach().float().numpy()
+    q, k = upcast(h_q.detach()).cpu().numpy(), upcast(h_k.detach()).cpu().numpy()
     energy = np.square(q).sum(0) + np.square(k).sum(0)  # numpy: single-threaded, cheap
     return torch.from_numpy(np.argsort(-energy, kind="stable"))
 
@@ -226,7 +227,7 @@ def _frame(
 
 
 def _whole(values: Tensor, rows: Tensor, cols: Tensor) -> dict:
-    return {"rank": np.arange(len(values)), "a": rows.numpy(), "b": cols.numpy(), "score": values.numpy()}
+    return {"rank": np.arange(len(values)), "a": rows.cpu().numpy(), "b": cols.cpu().numpy(), "score": values.cpu().numpy()}
 
 
 def head_pairs(

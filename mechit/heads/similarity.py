@@ -151,7 +151,7 @@ class EmbeddingSimilarity:
     def vectors(self, words: Sequence[str]) -> Float[Tensor, "words d_model"]:
         found = word_vectors(self.model, list(words), side="input")
         index = {w: i for i, w in enumerate(found.words)}
-        out = torch.zeros(len(words), found.vectors.shape[1])
+        out = found.vectors.new_zeros(len(words), found.vectors.shape[1])
         for row, word in enumerate(words):
             if word in index:
                 out[row] = found.vectors[index[word]]

@@ -210,9 +210,9 @@ def _attention_patterns(ctx: Context, heads: list[tuple[int, int]]) -> tuple[pd.
         rows = []
         for layer, head in heads:
             pattern = patterns[layer][head]  # (query, key)
-            q, k = torch.tril_indices(pattern.shape[0], pattern.shape[1])
-            rows.append(pd.DataFrame({"layer": layer, "head": head, "query": q.numpy(), "key": k.numpy(),
-                                      "weight": pattern[q, k].numpy()}))
+            q, k = torch.tril_indices(pattern.shape[0], pattern.shape[1], device=pattern.device)
+            rows.append(pd.DataFrame({"layer": layer, "head": head, "query": q.cpu().numpy(), "key": k.cpu().numpy(),
+                                      "weight": pattern[q, k].cpu().numpy()}))
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=PATTERN_COLUMNS[1:])
 
     patterns = ctx.pair.run(patterns_of)
