@@ -16,10 +16,11 @@ from mechit.arch import weights as views
 from mechit.arch.stream import StreamedModel
 from mechit.cli import main
 from mechit.errors import InputError, SpecError
-from mechit.ffn.concepts import ffn_concepts, neuron_tokens
+from mechit.ffn.concepts import ffn_concepts
+from mechit.ffn.neurons import neuron_tokens
 from mechit.ffn.rotation import ffn_rotation
 from mechit.heads.pairs import head_pairs
-from mechit.models import fits_in_memory, load_model, load_pair, open_for_weights, open_streamed
+from mechit.models import ModelPair, fits_in_memory, load_model, load_pair, open_for_weights, open_streamed
 
 LAYERS = [0, 5]
 
@@ -45,9 +46,11 @@ def test_ffn_analyses_streamed_equal_loaded(organism):
     assert_frame_equal(ffn_concepts(tuned, LAYERS, **options), ffn_concepts(pair.tuned, LAYERS, **options))
     assert_frame_equal(neuron_tokens(tuned, LAYERS, list(range(12)), k=5),
                        neuron_tokens(pair.tuned, LAYERS, list(range(12)), k=5))
-    assert_frame_equal(neuron_tokens((base, tuned), 3, None, k=5), neuron_tokens(pair, 3, None, k=5))
-    streamed = ffn_rotation((base, tuned), LAYERS, k=10, top_k=10, progress=False)
-    loaded = ffn_rotation(pair, LAYERS, k=10, top_k=10, progress=False)
+    streamed_pair = ModelPair(base, tuned)
+    assert_frame_equal(streamed_pair.run(neuron_tokens, 3, None, k=5), pair.run(neuron_tokens, 3, None, k=5))
+    streamed = ffn_rotation(streamed_pair, streamed_pair.run(ffn_concepts, LAYERS, **options), LAYERS, k=10,
+                            progress=False)
+    loaded = ffn_rotation(pair, pair.run(ffn_concepts, LAYERS, **options), LAYERS, k=10, progress=False)
     for field in fields(loaded):
         assert_frame_equal(getattr(streamed, field.name), getattr(loaded, field.name))
 
