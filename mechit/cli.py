@@ -25,7 +25,6 @@ COMMAND_MODULES = [
     "compare",
     "heads",
     "ffn",
-    "ffn_check",
 ]
 
 

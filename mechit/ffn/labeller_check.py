@@ -67,9 +67,9 @@ def label_check_set(labeller: Labeller, check: pd.DataFrame, *, seed: int = 0,
                     progress: bool = False) -> pd.DataFrame:
     """The check set with a ``predicted`` column (``"(no label)"`` where the labeller failed).
 
-    >>> from mechit.ffn.labels import LexiconLabeller
+    >>> from mechit.ffn.lexicon import LexiconLabeller
     >>> check = check_set(n_words=10, per_label=1)
-    >>> bool(label_check_set(LexiconLabeller(foreign_words=()), check).predicted.notna().all())
+    >>> bool(label_check_set(LexiconLabeller(), check).predicted.notna().all())
     True
     """
     predicted = []
@@ -90,8 +90,8 @@ def check_labeller(labeller: Labeller, check: pd.DataFrame | None = None, *, spl
     Returns labeller (its name), split, n_task, n_level, task_accuracy, task_macro_f1,
     level_accuracy, level_macro_f1 and the per-label recall of each question.
 
-    >>> from mechit.ffn.labels import LexiconLabeller
-    >>> result = check_labeller(LexiconLabeller(foreign_words=()), per_label=2)
+    >>> from mechit.ffn.lexicon import LexiconLabeller
+    >>> result = check_labeller(LexiconLabeller(), per_label=2)
     >>> result["n_task"], result["n_level"], 0 <= result["task_accuracy"] <= 1
     (10, 8, True)
     """

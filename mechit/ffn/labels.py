@@ -7,10 +7,12 @@ morphology, syntax, semantics), five labelling seeds, and compared label proport
 layer group (``layer // 4``) between the two models (their Table 5 and Figure 3).
 
 Here: the label sets and the labeller interface (:class:`Labeller`),
-:func:`label_proportions` (Figure 3) and :func:`label_table` (Table 5, a Welch t-test
-across seeds). The labellers are in :mod:`mechit.ffn.lexicon` (offline default) and
-:mod:`mechit.ffn.labellers` (an HTTP endpoint or a local model, and
-:func:`~mechit.ffn.labellers.label_concepts`, which labels a concept frame).
+:func:`label_proportions` (Figure 3), :func:`label_table` (Table 5, a Welch t-test
+across seeds) and :func:`resample_words` (the seeds of a deterministic labeller). The
+labellers are in :mod:`mechit.ffn.embedding_labeller` (offline default),
+:mod:`mechit.ffn.lexicon` (offline baseline) and :mod:`mechit.ffn.labellers` (an HTTP
+endpoint or a local model, and :func:`~mechit.ffn.labellers.label_concepts`, which labels
+a concept frame).
 
 >>> QUESTIONS["task"]
 ('writing', 'math', 'coding', 'translation', 'none')
@@ -72,6 +74,27 @@ def concept_word_lists(concepts: pd.DataFrame, *, max_components: int | None = N
     frame = frame.sort_values(keys + ["rank"])
     return frame.groupby(keys, sort=True)["word"].agg(list).rename("words").reset_index()
 
+
+
+def resample_words(words: Sequence[str], seed: int, *, key: Sequence[int] = ()) -> list[str]:
+    """A bootstrap resample of a concept's word list for labelling seed ``seed`` (seed 0: the list itself).
+
+    Draws ``len(words)`` positions with replacement from a generator seeded by ``(seed, *key)``
+    (``key``: e.g. the concept's layer and component, so concepts get different draws) and
+    keeps the rank order. Deterministic labellers are given these resamples as their seeds.
+
+    >>> resample_words(["a", "b", "c"], 0)
+    ['a', 'b', 'c']
+    >>> resample_words(["a", "b", "c", "d"], 1, key=(0, 2)) == resample_words(["a", "b", "c", "d"], 1, key=(0, 2))
+    True
+    >>> set(resample_words(["a", "b", "c", "d"], 1)) <= {"a", "b", "c", "d"}
+    True
+    """
+    words = list(words)
+    if seed == 0 or not words:
+        return words
+    rng = np.random.default_rng([int(seed), *map(int, key)])
+    return [words[i] for i in np.sort(rng.integers(0, len(words), len(words)))]
 
 
 def _per_seed(labels: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from mechit.errors import InputError
 from mechit.ffn import checkset_words as typed
 from mechit.ffn.checkset import ENGLISH_ZIPF_LIMIT, _pools, check_set
 from mechit.ffn.labeller_check import check_labeller, classification_scores
-from mechit.ffn.labels import LexiconLabeller
+from mechit.ffn.lexicon import LexiconLabeller
 
 
 NOISE = {unit[0] for unit in _pools()[1]}
@@ -98,7 +98,7 @@ def test_lexicon_on_the_check_set(check):
 
 
 def test_command_prints_the_json_line(capsys):
-    assert main(["ffn-labels-check", "--labeller", "lexicon", "--per-label", "3", "--json"]) == 0
+    assert main(["ffn-labels", "--check-set", "--labeller", "lexicon", "--per-label", "3", "--json"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     assert list(result) == ["labeller", "task_accuracy", "task_macro_f1", "level_accuracy", "level_macro_f1"]
