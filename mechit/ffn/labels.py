@@ -33,6 +33,7 @@ from mechit.stats import welch
 TASK_LABELS = ("writing", "math", "coding", "translation", "none")
 LEVEL_LABELS = ("phonology", "morphology", "syntax", "semantics")
 QUESTIONS = {"task": TASK_LABELS, "level": LEVEL_LABELS}
+USER_TASKS = ("writing", "math", "coding", "translation")  # every task label but "none" (PAPER §3.3)
 
 
 class LabellerError(MechitError):
@@ -168,3 +169,44 @@ def label_table(labels: pd.DataFrame, *, group_size: int | None = None) -> pd.Da
                            diff=t_.mean() - b.mean(), t=stat, p=p)
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def user_task_shares(labels: pd.DataFrame, *, group_size: int = 4,
+                     tasks: Sequence[str] = USER_TASKS) -> pd.DataFrame:
+    """Share of concepts with a user-task label, base vs tuned, per layer group and over all layers,
+    with Welch's one-sided t-test across labelling seeds (tuned > base, as the paper tested).
+
+    ``labels`` holds both models (:func:`mechit.ffn.labellers.label_concepts`). Per model,
+    seed and layer group (``layer // group_size``) the share is the fraction of task labels in
+    ``tasks``; the test compares the per-seed shares of the two models. Columns:
+    layer_group (``<NA>`` for the row over all layers, first), base, base_std, tuned, tuned_std,
+    diff (tuned − base), t, p, n_seeds (the fewer of the two models'). With one seed, or shares
+    identical across seeds on both sides, t and p are NaN.
+
+    >>> labels = pd.DataFrame({"model": ["base"] * 4 + ["tuned"] * 4, "layer": [0, 0, 4, 4] * 2,
+    ...                        "component": [0, 1] * 4, "seed": 0, "question": "task",
+    ...                        "label": ["none", "none", "math", "none", "math", "coding", "none", "math"]})
+    >>> user_task_shares(labels)[["layer_group", "base", "tuned", "diff"]].values.tolist()
+    [[<NA>, 0.25, 0.75, 0.5], [0, 0.0, 1.0, 1.0], [1, 0.5, 0.5, 0.0]]
+    """
+    if "model" not in labels or not {"base", "tuned"} <= set(labels["model"]):
+        raise MechitError("user_task_shares needs labels of both models: a 'model' column with 'base' and 'tuned'")
+    task = labels[labels["question"] == "task"]
+    frame = task.assign(user=task["label"].isin(list(tasks)).astype(float),
+                        layer_group=task["layer"] // group_size)
+    scopes = [(pd.NA, frame)] + [(int(g), part) for g, part in frame.groupby("layer_group", sort=True)]
+    rows = []
+    for group, part in scopes:
+        per_seed = part.groupby(["model", "seed"])["user"].mean()
+        b, t_ = (per_seed.get(m, pd.Series(dtype=float)).to_numpy() for m in ("base", "tuned"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero variance on both sides: NaN, said in the docstring
+            stat, p = welch(t_, b, alternative="greater")
+        rows.append({"layer_group": group, "base": b.mean() if len(b) else np.nan,
+                     "base_std": b.std(ddof=1) if len(b) > 1 else np.nan, "tuned": t_.mean() if len(t_) else np.nan,
+                     "tuned_std": t_.std(ddof=1) if len(t_) > 1 else np.nan,
+                     "diff": (t_.mean() - b.mean()) if len(b) and len(t_) else np.nan,
+                     "t": stat, "p": p, "n_seeds": int(min(len(b), len(t_)))})
+    out = pd.DataFrame(rows)
+    out["layer_group"] = out["layer_group"].astype("Int64")
+    return out

@@ -19,6 +19,7 @@ from mechit.ffn.labellers import (
     LocalModelLabeller,
     build_prompt,
     label_concepts,
+    make_labeller,
     parse_label,
 )
 from mechit.ffn.labels import LabellerError, label_proportions, label_table
