@@ -161,7 +161,7 @@ def label_table(labels: pd.DataFrame, *, group_size: int | None = None) -> pd.Da
                 t_ = sel[sel["model"] == "tuned"]["proportion"].to_numpy()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # zero variance on both sides: NaN, said in the docstring
-                    stat, p = welch(t_, b, alternative="two-sided")
+                    stat, p = welch(t_, b, alternative="greater")
                 row = {} if group is None else {"layer_group": int(group)}
                 row.update(question=question, label=lab,
                            base=b.mean(), base_std=b.std(ddof=1) if len(b) > 1 else np.nan,
@@ -181,7 +181,7 @@ def user_task_shares(labels: pd.DataFrame, *, group_size: int = 4,
     ``tasks``; the test compares the per-seed shares of the two models. Columns:
     layer_group (``<NA>`` for the row over all layers, first), base, base_std, tuned, tuned_std,
     diff (tuned − base), t, p, n_seeds (the fewer of the two models'). With one seed, or shares
-    identical across seeds on both sides, t and p are NaN.
+    constant across seeds on both sides, t and p are NaN.
 
     >>> labels = pd.DataFrame({"model": ["base"] * 4 + ["tuned"] * 4, "layer": [0, 0, 4, 4] * 2,
     ...                        "component": [0, 1] * 4, "seed": 0, "question": "task",
@@ -199,8 +199,9 @@ def user_task_shares(labels: pd.DataFrame, *, group_size: int = 4,
     for group, part in scopes:
         per_seed = part.groupby(["model", "seed"])["user"].mean()
         b, t_ = (per_seed.get(m, pd.Series(dtype=float)).to_numpy() for m in ("base", "tuned"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # zero variance on both sides: NaN, said in the docstring
+        if len(b) > 1 and len(t_) > 1 and np.ptp(b) == 0 and np.ptp(t_) == 0:
+            stat, p = np.nan, np.nan  # no spread on either side: scipy's ±inf, p 0 or 1, would overclaim
+        else:
             stat, p = welch(t_, b, alternative="greater")
         rows.append({"layer_group": group, "base": b.mean() if len(b) else np.nan,
                      "base_std": b.std(ddof=1) if len(b) > 1 else np.nan, "tuned": t_.mean() if len(t_) else np.nan,

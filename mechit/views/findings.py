@@ -196,13 +196,14 @@ def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, ang
     overall, groups = tests[tests["layer_group"].isna()].iloc[0], tests[tests["layer_group"].notna()]
     n_seeds = int(overall["n_seeds"])
     numbers, rests_on = _labeller_text(labeller, n_seeds)
-    numbers.update(base_share=float(overall["base"]), tuned_share=float(overall["tuned"]),
-                   diff=float(overall["diff"]), welch_t=float(overall["t"]), p_value=float(overall["p"]))
+    numbers.update({name: float("nan") if pd.isna(overall[col]) else float(overall[col]) for name, col in
+                    (("base_share", "base"), ("tuned_share", "tuned"), ("diff", "diff"), ("welch_t", "t"),
+                     ("p_value", "p"))})
     up = int((groups["diff"] > 0).sum())
     sig = int(((groups["diff"] > 0) & (groups["p"] < ALPHA)).sum())
     numbers.update(groups_up=up, groups_significant=sig, n_groups=int(len(groups)),
                    groups=[{"layer_group": int(g.layer_group), "base": float(g.base), "tuned": float(g.tuned),
-                            "p_value": float(g.p)} for g in groups.itertuples()])
+                            "p_value": float("nan") if pd.isna(g.p) else float(g.p)} for g in groups.itertuples()])
     fisher = user_task_test(labels)
     numbers.update({f"seed0_{k}": v for k, v in fisher.items() if k != "p_value"}, fisher_p=fisher["p_value"])
     measured = (
