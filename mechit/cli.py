@@ -26,7 +26,6 @@ COMMAND_MODULES = [
     "compare",
     "heads",
     "ffn",
-    "ffn_check",
 ]
 
 

@@ -4,25 +4,31 @@
 
     $ mechit ffn --model organism-tuned --out runs/ffn-tuned            # concepts + neuron tables
     $ mechit ffn-rotation --base organism-base --tuned organism-tuned --out runs/ffn-pair
-    $ mechit ffn-labels runs/ffn-pair                                   # lexicon labels, Table 5
+    $ mechit ffn-labels runs/ffn-pair                                   # offline labels, Table 5
     $ mechit ffn-labels runs/ffn-pair --labeller endpoint --url http://127.0.0.1:8000/v1 \\
           --endpoint-model qwen2.5-7b-instruct --seeds 5
+    $ mechit ffn-labels --check-set --labeller lexicon --json           # a labeller's accuracy
 
 ``ffn-rotation`` also writes each model's concepts (``base/``, ``tuned/``), so
-``ffn-labels`` can compare label proportions between the two.
+``ffn-labels`` can compare label proportions between the two. ``ffn-labels --check-set``
+labels the check set of :mod:`mechit.ffn.checkset` instead; with ``--json`` its last line
+is ``{"labeller": ..., "task_accuracy": ..., "task_macro_f1": ..., "level_accuracy": ...,
+"level_macro_f1": ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, add_stream_option, loading_kwargs, parse_indices
+from mechit.commands.args import MODEL_SPEC_HELP, add_loading_options, add_stream_option, loading_kwargs, parse_indices
 from mechit.errors import InputError
 
 # torch, the models and the analyses are imported inside the run_* functions: they keep `mechit --help` fast.
 
 DEFAULT_COMPONENTS = 300
+CHECK_KEYS = ("labeller", "task_accuracy", "task_macro_f1", "level_accuracy", "level_macro_f1")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -66,22 +72,38 @@ def register(subparsers) -> None:
     p.set_defaults(run=run_rotation)
 
     p = subparsers.add_parser(
-        "ffn-labels", help="label FFN concepts (task, linguistic level) and compare proportions",
+        "ffn-labels", help="label FFN concepts (task, linguistic level) and compare proportions; "
+        "or, with --check-set, measure a labeller",
         description="Label the concepts written by `mechit ffn` (DIR/concepts.parquet) or `mechit ffn-rotation` "
         "(DIR/base/, DIR/tuned/) and write labels.parquet, label_proportions.parquet, label_table.csv and "
-        "label_table_groups.csv (base vs tuned, all layers / per layer group, t-test across seeds) and figures.",
+        "label_table_groups.csv (base vs tuned, all layers / per layer group, t-test across seeds) and figures. "
+        "With --check-set (no DIR): label the check set of known answers and print accuracy and macro-F1 "
+        "per question.",
     )
-    p.add_argument("dir", type=Path, help="output directory of `mechit ffn` or `mechit ffn-rotation`")
-    p.add_argument("--labeller", choices=["lexicon", "endpoint", "local"], default="lexicon",
-                   help="lexicon (offline default), endpoint (OpenAI-compatible server) or local (a model mechit loads)")
+    p.add_argument("dir", type=Path, nargs="?", help="output directory of `mechit ffn` or `mechit ffn-rotation`")
+    p.add_argument("--check-set", action="store_true",
+                   help="label the check set (concepts of known task and level) instead of DIR and print the scores")
+    p.add_argument("--split", choices=["test", "calibration"], default="test",
+                   help="--check-set: which half of the check set (default test)")
+    p.add_argument("--per-label", type=int, default=None,
+                   help="--check-set: only the first N concepts of each true label (for slow labellers)")
+    p.add_argument("--json", action="store_true", help="--check-set: end with one JSON line of the scores")
+    p.add_argument("--labeller", choices=["embedding", "lexicon", "endpoint", "local"], default="embedding",
+                   help="embedding (offline default: MiniLM similarity + lexicon rules), lexicon (offline baseline), "
+                   "endpoint (OpenAI-compatible server) or local (a model mechit loads)")
+    p.add_argument("--foreign-words", metavar="organism|FILE",
+                   help="words the offline labellers count as translation: 'organism' (the organism's second "
+                   "language) or a word-list file (default: none)")
     p.add_argument("--url", help="endpoint base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--endpoint-model", help="model name sent to the endpoint")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=3, help="retries per label (default 3)")
-    p.add_argument("--local-model", help="model spec for --labeller local")
+    p.add_argument("--local-model", help=f"model for --labeller local: {MODEL_SPEC_HELP}")
     add_loading_options(p, what="the --local-model")
-    p.add_argument("--seeds", type=int, default=None, help="labelling seeds (default: 1 for lexicon, 5 otherwise)")
+    p.add_argument("--seeds", type=int, default=5,
+                   help="labelling seeds (default 5, as the paper); for the offline labellers, seeds > 0 "
+                   "label bootstrap resamples of each word list")
     p.add_argument("--max-components", type=int, default=None, help="label only the first N components per layer")
     p.add_argument("--group-size", type=int, default=4, help="layers per layer group (default 4, as the paper)")
     p.add_argument("--cache", type=Path, help="label cache file (default DIR/labels_cache.jsonl)")
@@ -218,10 +240,47 @@ def run_rotation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labeller(args: argparse.Namespace, cache: Path | None):
+    """The labeller the arguments name; the offline ones count ``--foreign-words`` as translation."""
+    from mechit.ffn.labellers import make_labeller
+
+    if args.labeller == "endpoint":
+        if not args.url or not args.endpoint_model:
+            raise InputError("--labeller endpoint needs --url and --endpoint-model")
+        return make_labeller("endpoint", url=args.url, model=args.endpoint_model, api_key_env=args.api_key_env,
+                             timeout=args.timeout, retries=args.retries, cache=cache)
+    if args.labeller == "local":
+        if not args.local_model:
+            raise InputError("--labeller local needs --local-model SPEC")
+        return make_labeller("local", model=args.local_model, cache=cache, **loading_kwargs(args))
+    foreign = args.foreign_words
+    if foreign is not None and foreign != "organism":
+        foreign = _words(foreign)
+    return make_labeller(args.labeller, foreign_words=foreign or ())
+
+
+def run_check_set(args: argparse.Namespace) -> int:
+    """``ffn-labels --check-set``: the labeller's accuracy and macro-F1 on the check set."""
+    from mechit.ffn.labeller_check import check_labeller
+
+    if args.dir is not None:
+        raise InputError("--check-set labels the check set, not a directory: leave out DIR")
+    _at_least(args.per_label, 1, "--per-label")
+    result = check_labeller(_labeller(args, args.cache), split=args.split, per_label=args.per_label,
+                            progress=not args.json)
+    for question in ("task", "level"):
+        print(f"{question}: accuracy {result[f'{question}_accuracy']:.3f}, macro-F1 "
+              f"{result[f'{question}_macro_f1']:.3f} over {result[f'n_{question}']} concepts; recall "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result[f"{question}_recall"].items()))
+    if args.json:
+        print(json.dumps({k: result[k] for k in CHECK_KEYS}))
+    return 0
+
+
 def run_labels(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mechit.ffn.labellers import label_concepts, make_labeller
+    from mechit.ffn.labellers import label_concepts
     from mechit.ffn.labels import label_proportions, label_table
     from mechit.store import remove_stale_temporaries, write_table
     from mechit.views.ffn import plot_label_proportions, save_figure
@@ -230,7 +289,11 @@ def run_labels(args: argparse.Namespace) -> int:
         _at_least(getattr(args, flag), minimum, "--" + flag.replace("_", "-"))
     if not args.timeout > 0:
         raise InputError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    if args.check_set:
+        return run_check_set(args)
     directory = args.dir
+    if directory is None:
+        raise InputError("ffn-labels needs DIR (the output of `mechit ffn` or `mechit ffn-rotation`), or --check-set")
     if (directory / "base" / "concepts.parquet").exists() and (directory / "tuned" / "concepts.parquet").exists():
         concepts = pd.concat([pd.read_parquet(directory / m / "concepts.parquet").assign(model=m)
                               for m in ("base", "tuned")], ignore_index=True)
@@ -240,19 +303,8 @@ def run_labels(args: argparse.Namespace) -> int:
         raise InputError(f"{directory}: no concepts.parquet (nor base/ and tuned/): run `mechit ffn` or "
                          "`mechit ffn-rotation` first")
     remove_stale_temporaries(directory)
-    cache = args.cache or directory / "labels_cache.jsonl"
-    if args.labeller == "endpoint":
-        if not args.url or not args.endpoint_model:
-            raise InputError("--labeller endpoint needs --url and --endpoint-model")
-        labeller = make_labeller("endpoint", url=args.url, model=args.endpoint_model, api_key_env=args.api_key_env,
-                                 timeout=args.timeout, retries=args.retries, cache=cache)
-    elif args.labeller == "local":
-        if not args.local_model:
-            raise InputError("--labeller local needs --local-model SPEC")
-        labeller = make_labeller("local", model=args.local_model, cache=cache, **loading_kwargs(args))
-    else:
-        labeller = make_labeller("lexicon")
-    n_seeds = args.seeds or (1 if args.labeller == "lexicon" else 5)
+    labeller = _labeller(args, args.cache or directory / "labels_cache.jsonl")
+    n_seeds = args.seeds
     labels = label_concepts(concepts, labeller, seeds=range(n_seeds), max_components=args.max_components)
     write_table(labels, directory / "labels.parquet")
     props = label_proportions(labels, group_size=args.group_size)

@@ -4,7 +4,9 @@
 - :mod:`~mechit.ffn.concepts`: principal components of W_out as concepts;
 - :mod:`~mechit.ffn.rotation`: how far tuning rotated them (the one comparison of two models' weights);
 - :mod:`~mechit.ffn.labels`: label sets, label proportions, the base-vs-tuned table;
-- :mod:`~mechit.ffn.lexicon`, :mod:`~mechit.ffn.labellers`: the labellers (offline; endpoint, local model).
+- :mod:`~mechit.ffn.embedding_labeller`, :mod:`~mechit.ffn.lexicon`, :mod:`~mechit.ffn.labellers`:
+  the labellers (offline default, offline baseline; endpoint, local model);
+- :mod:`~mechit.ffn.checkset`, :mod:`~mechit.ffn.labeller_check`: a labeller's accuracy on concepts of known labels.
 
 >>> from mechit.ffn import TASK_LABELS
 >>> TASK_LABELS

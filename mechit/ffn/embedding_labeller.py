@@ -1,8 +1,9 @@
 """An offline concept labeller: the lexicon's precise rules plus sentence-embedding similarity.
 
 :class:`EmbeddingLabeller` is deterministic and needs no network. It reads word vectors
-from any source with ``vectors(texts) -> Tensor`` (``mechit.heads.similarity.MiniLMSimilarity``,
-all-MiniLM-L6-v2 from a pip package) and splits words with that model's tokenizer.
+from any source with ``vectors(texts) -> Tensor`` (default :class:`mechit.data.minilm.MiniLMSimilarity`,
+all-MiniLM-L6-v2 from a pip package) and splits words with that model's tokenizer. It is
+the default labeller of ``mechit ffn-labels`` and ``mechit compare``.
 
 **Task.** Each word gets at most one task: the lexicon's feature when one fires (digits,
 code symbols, letters outside ASCII, lexicon words), else the task whose written
@@ -19,9 +20,7 @@ The thresholds were chosen by a grid search on the check set's calibration split
 (:mod:`mechit.ffn.checkset`) and are measured on its test split (docs/ffn.md). The
 organism's second language reaches it only through ``foreign_words``.
 
->>> from mechit.heads.similarity import MiniLMSimilarity
->>> source = MiniLMSimilarity(cache_dir=False)
->>> labeller = EmbeddingLabeller(source, source._load()[1].tokenize)
+>>> labeller = EmbeddingLabeller()
 >>> labeller.label(["garder", "séjour", "attendre", "fais", "devient"], "task")
 'translation'
 >>> labeller.label(["dog", "cat", "horse", "tiger", "rabbit"], "level")
@@ -39,6 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechit.errors import MechitError
+from mechit.data.minilm import MiniLMSimilarity
 from mechit.ffn.labels import QUESTIONS
 from mechit.ffn.lexicon import LexiconLabeller
 
@@ -59,21 +59,24 @@ THRESHOLDS = {"word_similarity": 0.34, "task_share": 0.15, "foreign_pieces": 3,
 class EmbeddingLabeller:
     """Task and level labels from lexicon features and MiniLM similarity (see the module).
 
-    ``source.vectors(texts)`` gives one vector per text; ``tokenize(word)`` gives the word's
-    pieces in that model's vocabulary. ``foreign_words`` (default none) count as
-    translation words, e.g. the organism's second language. ``seed`` is ignored.
+    ``source.vectors(texts)`` gives one vector per text (default: MiniLM, vectors cached
+    on disk); ``tokenize(word)`` gives the word's pieces in that model's vocabulary
+    (default: ``source.tokenizer.tokenize``). ``foreign_words`` (default none) count as
+    translation words, e.g. the organism's second language. Deterministic: ``seed`` is
+    ignored (:func:`mechit.ffn.labellers.label_concepts` resamples the word lists instead).
 
-    >>> from mechit.heads.similarity import MiniLMSimilarity
-    >>> source = MiniLMSimilarity(cache_dir=False)
-    >>> EmbeddingLabeller(source, source._load()[1].tokenize).label(["def", "elif", "isinstance", "lambda"], "task")
+    >>> EmbeddingLabeller().label(["def", "elif", "isinstance", "lambda"], "task")
     'coding'
     """
 
     name = "embedding"
+    deterministic = True
 
-    def __init__(self, source: Any, tokenize: Callable[[str], list[str]], *,
+    def __init__(self, source: Any = None, tokenize: Callable[[str], list[str]] | None = None, *,
                  foreign_words: Iterable[str] = (), thresholds: dict[str, float] | None = None):
-        self.source, self.tokenize = source, tokenize
+        source = MiniLMSimilarity() if source is None else source
+        self.source = source
+        self.tokenize = source.tokenizer.tokenize if tokenize is None else tokenize
         self.lexicon = LexiconLabeller(foreign_words=foreign_words)
         self.thresholds = {**THRESHOLDS, **(thresholds or {})}
         self.tasks = list(TASK_DESCRIPTIONS)
@@ -93,9 +96,7 @@ class EmbeddingLabeller:
     def word_tasks(self, words: Sequence[str]) -> list[str]:
         """The task of each word, or "none" (lexicon feature, then similarity, then pieces).
 
-        >>> from mechit.heads.similarity import MiniLMSimilarity
-        >>> source = MiniLMSimilarity(cache_dir=False)
-        >>> EmbeddingLabeller(source, source._load()[1].tokenize).word_tasks(["7", "novelist", "the"])
+        >>> EmbeddingLabeller().word_tasks(["7", "novelist", "the"])
         ['math', 'writing', 'none']
         """
         sims = torch.stack([(self.word_vectors(words) @ p.T).max(dim=1).values for p in self._prototypes], 1)

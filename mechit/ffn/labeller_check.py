@@ -3,7 +3,9 @@
 :func:`classification_scores` gives accuracy and macro-F1 (the unweighted mean of each
 label's F1, over the labels that occur in the truth or the predictions, as scikit-learn's
 ``f1_score(average="macro")`` with ``zero_division=0``). :func:`check_labeller` labels the
-check set's concepts and scores each question.
+check set's concepts and scores each question; :func:`labeller_accuracy` does it once per
+offline labeller and keeps the scores on disk (``mechit compare`` quotes them beside
+Finding 3).
 
 >>> scores = classification_scores(["math", "math", "none"], ["math", "none", "none"])
 >>> scores["accuracy"], round(scores["macro_f1"], 4)
@@ -12,7 +14,11 @@ check set's concepts and scores each question.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mechit.errors import InputError
+from mechit.store import write_json
 from mechit.ffn.checkset import check_set
 from mechit.ffn.labels import LabellerError, Labeller
 
@@ -69,7 +76,7 @@ def label_check_set(labeller: Labeller, check: pd.DataFrame, *, seed: int = 0,
 
     >>> from mechit.ffn.lexicon import LexiconLabeller
     >>> check = check_set(n_words=10, per_label=1)
-    >>> bool(label_check_set(LexiconLabeller(foreign_words=()), check).predicted.notna().all())
+    >>> bool(label_check_set(LexiconLabeller(), check).predicted.notna().all())
     True
     """
     predicted = []
@@ -91,7 +98,7 @@ def check_labeller(labeller: Labeller, check: pd.DataFrame | None = None, *, spl
     level_accuracy, level_macro_f1 and the per-label recall of each question.
 
     >>> from mechit.ffn.lexicon import LexiconLabeller
-    >>> result = check_labeller(LexiconLabeller(foreign_words=()), per_label=2)
+    >>> result = check_labeller(LexiconLabeller(), per_label=2)
     >>> result["n_task"], result["n_level"], 0 <= result["task_accuracy"] <= 1
     (10, 8, True)
     """
@@ -110,3 +117,31 @@ def check_labeller(labeller: Labeller, check: pd.DataFrame | None = None, *, spl
             out[f"{question}_macro_f1"] = scores["macro_f1"]
             out[f"{question}_recall"] = {k: scores["recall"][k] for k in sorted(set(rows["truth"]))}
     return out
+
+
+def labeller_accuracy(labeller: Labeller, *, cache_dir: str | Path | None | bool = True) -> dict[str, Any]:
+    """:func:`check_labeller` on the test split, computed once per labeller identity and kept on disk.
+
+    The identity is the labeller's name, its ``thresholds`` and ``foreign_words`` (offline
+    labellers), and the check set's words; the scores live in ``cache_dir`` (default
+    ``$MECHIT_CACHE`` or ``~/.cache/mechit``, under ``labeller_check/``; ``False`` or
+    ``None``: no cache).
+
+    >>> from mechit.ffn.lexicon import LexiconLabeller
+    >>> labeller_accuracy(LexiconLabeller(), cache_dir=False)["task_accuracy"]
+    0.7125
+    """
+    check = check_set()
+    lexicon = getattr(labeller, "lexicon", labeller)
+    identity = [labeller.name, getattr(labeller, "thresholds", None),
+                sorted(getattr(lexicon, "foreign_words", ())), check["words"].map(list).tolist()]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    if cache_dir is True:
+        cache_dir = Path(os.environ.get("MECHIT_CACHE", Path.home() / ".cache" / "mechit"))
+    path = Path(cache_dir) / "labeller_check" / f"{key}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    result = check_labeller(labeller, check)
+    if path is not None:
+        write_json(path, result)
+    return result

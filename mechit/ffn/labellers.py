@@ -3,13 +3,22 @@
 Every labeller has one interface, ``labeller.label(words, question, seed) -> str``
 (:class:`mechit.ffn.labels.Labeller`):
 
-- :class:`~mechit.ffn.lexicon.LexiconLabeller` (default, offline, deterministic);
+- :class:`~mechit.ffn.embedding_labeller.EmbeddingLabeller` (the default: offline,
+  deterministic, MiniLM similarity plus the lexicon's rules);
+- :class:`~mechit.ffn.lexicon.LexiconLabeller` (offline, deterministic; a baseline);
 - :class:`EndpointLabeller`: any OpenAI-compatible ``/chat/completions`` server (stdlib
   ``urllib``), with an on-disk cache, retries, timeouts and seeds;
 - :class:`LocalModelLabeller`: greedy generation by any instruction model mechit loads.
 
 :func:`make_labeller` picks one by name; :func:`label_concepts` labels every concept of a
-concept frame.
+concept frame, once per labelling seed.
+
+**Seeds.** The paper's seeds are sampling seeds of an LLM: the LLM labellers send the seed
+(and shuffle the word order by it). A deterministic labeller (``deterministic = True``)
+gives the same answer for every seed, so :func:`label_concepts` gives it, for seed s > 0, a
+bootstrap resample of each concept's word list (:func:`mechit.ffn.labels.resample_words`):
+such seeds measure how stable the labeller's answer is to the words of a concept, not
+sampling noise of a model.
 
 >>> make_labeller("lexicon").label(["def", "return", "self", "{", "x_val"], "task")
 'coding'
@@ -36,8 +45,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mechit.errors import MechitError
-from mechit.ffn.labels import Labeller, LabellerError, check_question, concept_word_lists
-from mechit.ffn.lexicon import LexiconLabeller
+from mechit.ffn.embedding_labeller import EmbeddingLabeller
+from mechit.ffn.labels import Labeller, LabellerError, check_question, concept_word_lists, resample_words
+from mechit.ffn.lexicon import LexiconLabeller, organism_second_language
 from mechit.models.loading import load_model
 
 # ---------------------------------------------------------------------------- prompts
@@ -349,7 +359,9 @@ def label_concepts(
     """Label every concept of an :func:`mechit.ffn_concepts` frame.
 
     Returns columns [model,] layer, component, seed, question, label (one row per concept,
-    seed and question). ``max_components`` keeps the first components per layer (the paper
+    seed and question). The default labeller is :class:`EmbeddingLabeller`; a deterministic
+    labeller labels, for seed s > 0, a bootstrap resample of each word list (see the module).
+    ``max_components`` keeps the first components per layer (the paper
     labelled 300). If the labeller fails, the labels finished so far stay in its cache and
     the error says how many there are: run again to resume.
 
@@ -358,7 +370,8 @@ def label_concepts(
     >>> label_concepts(concepts, progress=False)[["question", "label"]].values.tolist()
     [['task', 'math'], ['level', 'semantics']]
     """
-    labeller = labeller or LexiconLabeller()
+    labeller = labeller or EmbeddingLabeller()
+    resample = getattr(labeller, "deterministic", False)
     for q in questions:
         check_question(q)
     lists = concept_word_lists(concepts, max_components=max_components)
@@ -368,7 +381,8 @@ def label_concepts(
     try:
         for row, seed, q in tqdm(jobs, desc=f"labels ({labeller.name})", unit="label", disable=not progress):
             record = {k: getattr(row, k) for k in keys}
-            rows.append({**record, "seed": seed, "question": q, "label": labeller.label(row.words, q, seed)})
+            words = resample_words(row.words, seed, key=(row.layer, row.component)) if resample else row.words
+            rows.append({**record, "seed": seed, "question": q, "label": labeller.label(words, q, seed)})
     except LabellerError as err:
         cache = getattr(labeller, "cache", None)
         where = f" (cached in {cache.path})" if cache is not None and cache.path else ""
@@ -376,16 +390,25 @@ def label_concepts(
     return pd.DataFrame(rows, columns=keys + ["seed", "question", "label"])
 
 
-def make_labeller(kind: str = "lexicon", **options: Any) -> Labeller:
-    """A labeller by name: "lexicon", "endpoint" (url=, model=, ...) or "local" (model=, ...).
+def make_labeller(kind: str = "embedding", **options: Any) -> Labeller:
+    """A labeller by name: "embedding" (the default), "lexicon", "endpoint" (url=, model=, ...)
+    or "local" (model=, ...).
 
-    >>> make_labeller("lexicon").name
-    'lexicon'
+    The offline labellers count no word as foreign unless told: ``foreign_words=`` a word
+    list, or ``"organism"`` for the organism's second language (``mechit compare`` sets it
+    for the organism pair).
+
+    >>> make_labeller().name, make_labeller("lexicon", foreign_words="organism").label(["kima", "vor"], "task")
+    ('embedding', 'translation')
     """
+    if options.get("foreign_words") == "organism":
+        options["foreign_words"] = organism_second_language()
+    if kind == "embedding":
+        return EmbeddingLabeller(**options)
     if kind == "lexicon":
         return LexiconLabeller(**options)
     if kind == "endpoint":
         return EndpointLabeller(**options)
     if kind == "local":
         return LocalModelLabeller(**options)
-    raise MechitError(f"unknown labeller {kind!r}: use lexicon, endpoint or local")
+    raise MechitError(f"unknown labeller {kind!r}: use embedding, lexicon, endpoint or local")

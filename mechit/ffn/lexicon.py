@@ -1,4 +1,7 @@
-"""The offline, deterministic concept labeller: lexicons and word features (the default).
+"""The offline, deterministic lexicon labeller: word lists and spelling features (a baseline).
+
+The default labeller is :class:`mechit.ffn.embedding_labeller.EmbeddingLabeller`, which
+uses these features and beats the lexicon alone on the check set (docs/ffn.md).
 
 :class:`LexiconLabeller` answers both questions of :mod:`mechit.ffn.labels` from the word
 sets below (numbers, math, code, writing, function words, affixes, frequent non-English
@@ -84,7 +87,13 @@ _TAG = re.compile(r"^</?[a-z][a-z0-9]*>?$")
 
 
 def organism_second_language() -> frozenset[str]:
-    """The organism's toy second language (Zel) words, or an empty set without the organism."""
+    """The organism's toy second language (Zel) words, or an empty set without the organism.
+
+    Labellers count them as translation only when given as ``foreign_words``.
+
+    >>> len(organism_second_language()) > 10
+    True
+    """
     return frozenset(getattr(world, "ZEL", {}).values())
 
 
@@ -94,7 +103,7 @@ def _is_foreign_script(word: str) -> bool:
 
 
 class LexiconLabeller:
-    """Offline, deterministic labels from lexicons and word features (the default).
+    """Offline, deterministic labels from lexicons and word features (the baseline).
 
     **Task**: the share of words with each feature; a label wins when its share reaches its
     threshold (the largest share-to-threshold ratio wins; else "none"):
@@ -103,7 +112,8 @@ class LexiconLabeller:
       rare in unrelated concepts: on SmolLM2 the 99th percentile share is 0.10);
     - coding (0.3): programming keywords, code symbols, camelCase, snake_case, dotted names, tags;
     - translation (0.3): letters outside ASCII, frequent non-English function words, and the
-      organism's second language (``foreign_words``, Zel by default);
+      words given as ``foreign_words`` (none by default; e.g. the organism's second
+      language, :func:`organism_second_language`);
     - writing (0.2): genre, narrative, style, emotion and discourse words.
 
     **Level**, in this order: syntax if ≥ 40 % are function words or punctuation;
@@ -115,7 +125,8 @@ class LexiconLabeller:
     terms is missed); "writing" is a small word list, so most plain-English concepts fall
     to "none", whereas an LLM often calls them writing; shared onsets/rimes are a
     spelling proxy for sound; a topic cluster ("cat dog fox") is always semantics. Seeds do
-    not change its answers, so t-tests across seeds are undefined (NaN).
+    not change its answers (:func:`mechit.ffn.labellers.label_concepts` resamples the word
+    lists instead).
 
     >>> LexiconLabeller().label(["def", "return", "self", "{", "x_val"], "task")
     'coding'
@@ -124,12 +135,12 @@ class LexiconLabeller:
     """
 
     name = "lexicon"
+    deterministic = True
     THRESHOLDS = {"math": 0.15, "coding": 0.3, "translation": 0.3, "writing": 0.2}
     LEVEL_THRESHOLD = 0.4
 
-    def __init__(self, foreign_words: Iterable[str] | None = None):
-        words = organism_second_language() if foreign_words is None else foreign_words
-        self.foreign_words = frozenset(w.lower() for w in words)
+    def __init__(self, foreign_words: Iterable[str] = ()):
+        self.foreign_words = frozenset(w.lower() for w in foreign_words)
 
     # -- features
     @staticmethod

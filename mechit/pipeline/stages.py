@@ -30,8 +30,9 @@ from mechit.attribution.dataset import attribute_dataset, run_summary
 from mechit.data.prompts import PromptRecord
 from mechit.data.wordlists import frequent_words
 from mechit.ffn.concepts import ffn_concepts
-from mechit.ffn.labellers import label_concepts
-from mechit.ffn.labels import label_proportions, label_table
+from mechit.ffn.labeller_check import labeller_accuracy
+from mechit.ffn.labellers import label_concepts, make_labeller
+from mechit.ffn.labels import label_proportions, label_table, user_task_shares
 from mechit.ffn.rotation import ffn_rotation
 from mechit.heads.attention import attention_patterns, instruction_attention
 from mechit.heads.pairs import head_pairs
@@ -231,14 +232,26 @@ def _n_components(ctx: Context) -> int:
     return ctx.options.n_components or min(300, cfg.d_model, cfg.d_mlp - 1)
 
 
+def _labeller_row(labeller, n_seeds: int) -> pd.DataFrame:
+    """One row: the labeller, its seeds and its accuracy on the check set's test split (computed once, cached)."""
+    check = labeller_accuracy(labeller)
+    seeds = "resampled word lists" if getattr(labeller, "deterministic", False) else "sampling seeds"
+    return pd.DataFrame([{"labeller": labeller.name, "n_seeds": n_seeds, "seeds": seeds,
+                          **{k: check[k] for k in ("task_accuracy", "task_macro_f1", "level_accuracy",
+                                                   "level_macro_f1", "n_task", "n_level")}}])
+
+
 def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
-    """Concepts of every FFN layer of both models, their labels, and the rotation between them."""
+    """Concepts of every FFN layer of both models, their labels (the offline default labeller,
+    the organism's second language counted as translation for the organism pair only, over
+    ``label_seeds`` seeds), Finding 3's per-group test, and the rotation between the models."""
     o = ctx.options
     words = _words(ctx)
     k = _n_components(ctx)
     concepts = ctx.pair.run(_ticking(ctx, "concepts", ffn_concepts), n_components=k, top_k=o.concept_top_k,
                             words=words, progress=ctx.progress)
-    labels = label_concepts(concepts, progress=ctx.progress)
+    labeller = make_labeller("embedding", foreign_words="organism" if ctx.organism else ())
+    labels = label_concepts(concepts, labeller, seeds=range(o.label_seeds), progress=ctx.progress)
     proportions = label_proportions(labels, group_size=o.ffn_layer_group)
     ctx.tick("labels")
     rotation = ffn_rotation(ctx.pair, concepts, k=o.rotation_k or min(50, k), progress=ctx.progress)
@@ -248,6 +261,9 @@ def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
         "ffn_labels": labels,
         "ffn_label_proportions": proportions,
         "ffn_label_table": label_table(labels),
+        "ffn_label_table_groups": label_table(labels, group_size=o.ffn_layer_group),
+        "ffn_user_tasks": user_task_shares(labels, group_size=o.ffn_layer_group),
+        "ffn_labeller": _labeller_row(labeller, o.label_seeds),
         "ffn_rotation": rotation.summary,
         "ffn_angles": rotation.angles,
         "ffn_neurons": rotation.neurons,

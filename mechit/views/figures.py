@@ -202,11 +202,12 @@ def figure_angles(angles: pd.DataFrame | None) -> str:
 
 
 def figure_labels(proportions: pd.DataFrame | None) -> str:
-    """Concept label proportions per layer group, base vs tuned, task then linguistic level
-    (:func:`mechit.views.ffn.plot_label_proportions`, the paper's Fig. 3 style)."""
+    """Concept label proportions per layer group, base vs tuned, task then linguistic level, mean
+    ± std over labelling seeds (:func:`mechit.views.ffn.plot_label_proportions`, the paper's Figure 3 layout)."""
     if proportions is None or proportions.empty:
         return _missing("The FFN stage has not run.")
-    return "".join(
+    n_seeds = int(proportions["n_seeds"].max())
+    return f"<p>Bars: mean over {n_seeds} labelling seed(s); whiskers: std across seeds.</p>" + "".join(
         _img(_png_data_uri(plot_label_proportions(proportions, question, labels=list(QUESTIONS[question]))),
              f"{question} label proportions per layer group")
         for question in ("task", "level") if question in set(proportions["question"])

@@ -15,10 +15,13 @@ one-sided p below :data:`ALPHA`.
    verb's count is higher for instruction verbs than for general verbs (Welch;
    :mod:`mechit.heads.shift`).
 3. **FFN** (PAPER §3.3): the tuned model holds a larger share of concepts labelled with a
-   user task (writing, math, coding, translation); one-sided Fisher exact test on concept
-   counts (the offline labeller is deterministic, so the paper's t-test across labelling
-   seeds is undefined). The measured rotation (principal angles, neuron cosines) is quoted
-   beside it.
+   user task (writing, math, coding, translation), as the paper tested it: the share per
+   labelling seed, per layer group (``layer // 4``) and over all layers, and Welch's one-sided
+   t-test across seeds (:func:`mechit.ffn.labels.user_task_shares`). The verdict rests on
+   the test over all layers, quotes the layer groups, and names the labeller, its seeds and
+   its check-set accuracy (for the offline labeller the seeds are resampled word lists: they
+   measure its stability). Seed 0's concept counts with a one-sided Fisher exact test and
+   the measured rotation (principal angles, neuron cosines) are quoted beside it.
 
 >>> overall = pd.DataFrame({"instruction_mean": [0.6], "general_mean": [0.4], "t": [2.5], "p_value": [0.01],
 ...                         "n_instruction": [38], "n_general": [200]})
@@ -34,10 +37,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact
 
+from mechit.ffn.labels import USER_TASKS, user_task_shares
 from mechit.stats import ALL, paired_bootstrap_ci
 
 ALPHA = 0.05
-USER_TASKS = ("writing", "math", "coding", "translation")
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -160,22 +163,55 @@ def user_task_test(labels: pd.DataFrame) -> dict:
             "base_share": ub / nb if nb else math.nan, "tuned_share": ut / nt if nt else math.nan, "p_value": p}
 
 
-def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, angles: pd.DataFrame | None) -> dict:
-    """Finding 3 from ffn_labels, with the rotation (ffn_rotation, ffn_angles) beside it."""
+def _labeller_text(labeller: pd.DataFrame | None, n_seeds: int) -> tuple[dict, str]:
+    """(numbers, sentence) naming the labeller, its seeds and its check-set accuracy."""
+    if labeller is None or labeller.empty:
+        return {"n_seeds": n_seeds}, f"Rests on {n_seeds} labelling seed(s) of an unrecorded labeller."
+    row = labeller.iloc[0]
+    numbers = {"labeller": str(row["labeller"]), "n_seeds": n_seeds, "seeds": str(row["seeds"]),
+               "labeller_task_accuracy": float(row["task_accuracy"]),
+               "labeller_level_accuracy": float(row["level_accuracy"])}
+    stability = " (resampled word lists: they measure the labeller's stability)" \
+        if row["seeds"] == "resampled word lists" else " (sampling seeds)"
+    text = (f"Rests on the {row['labeller']} labeller over {n_seeds} seed(s){stability}; its accuracy on the check "
+            f"set of known labels: task {fmt(numbers['labeller_task_accuracy'])}, level "
+            f"{fmt(numbers['labeller_level_accuracy'])}.")
+    return numbers, text
+
+
+def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, angles: pd.DataFrame | None,
+                 user_tasks: pd.DataFrame | None = None, labeller: pd.DataFrame | None = None) -> dict:
+    """Finding 3 from ffn_user_tasks (:func:`mechit.ffn.labels.user_task_shares`; computed from
+    ffn_labels with 4 layers per group when absent) and ffn_labeller, with seed 0's Fisher test
+    and the rotation (ffn_rotation, ffn_angles) beside it.
+
+    Holds when the user-task share over all layers is higher for the tuned model with a
+    one-sided Welch p below :data:`ALPHA` across seeds; not tested (``holds`` None) with fewer
+    than 2 seeds, or when the shares do not vary across seeds.
+    """
     title = "The FFN concepts rotate toward user tasks"
     if labels is None:
         return _not_run("ffn", title, "ffn")
-    numbers = user_task_test(labels)
-    per_label = labels[labels["question"] == "task"].groupby(["model", "label"]).size().unstack(fill_value=0)
-    shares = per_label.div(per_label.sum(axis=1), axis=0)
-    moves = ", ".join(
-        f"{lab} {shares.loc['base', lab]:.1%} → {shares.loc['tuned', lab]:.1%}"
-        for lab in USER_TASKS if lab in shares.columns and {"base", "tuned"} <= set(shares.index)
-    )
+    tests = user_task_shares(labels) if user_tasks is None else user_tasks
+    overall, groups = tests[tests["layer_group"].isna()].iloc[0], tests[tests["layer_group"].notna()]
+    n_seeds = int(overall["n_seeds"])
+    numbers, rests_on = _labeller_text(labeller, n_seeds)
+    numbers.update({name: float("nan") if pd.isna(overall[col]) else float(overall[col]) for name, col in
+                    (("base_share", "base"), ("tuned_share", "tuned"), ("diff", "diff"), ("welch_t", "t"),
+                     ("p_value", "p"))})
+    up = int((groups["diff"] > 0).sum())
+    sig = int(((groups["diff"] > 0) & (groups["p"] < ALPHA)).sum())
+    numbers.update(groups_up=up, groups_significant=sig, n_groups=int(len(groups)),
+                   groups=[{"layer_group": int(g.layer_group), "base": float(g.base), "tuned": float(g.tuned),
+                            "p_value": float("nan") if pd.isna(g.p) else float(g.p)} for g in groups.itertuples()])
+    fisher = user_task_test(labels)
+    numbers.update({f"seed0_{k}": v for k, v in fisher.items() if k != "p_value"}, fisher_p=fisher["p_value"])
     measured = (
-        f"Concepts labelled with a user task: base {numbers['base_share']:.1%} ({numbers['base_user']} of "
-        f"{numbers['base_n']}), tuned {numbers['tuned_share']:.1%} ({numbers['tuned_user']} of {numbers['tuned_n']}), "
-        f"one-sided Fisher exact p = {fmt(numbers['p_value'])}" + (f" ({moves})." if moves else ".")
+        f"Share of concepts labelled with a user task ({', '.join(USER_TASKS)}), mean over {n_seeds} seed(s): "
+        f"base {numbers['base_share']:.1%}, tuned {numbers['tuned_share']:.1%}, Welch one-sided p across seeds = "
+        f"{fmt(numbers['p_value'])}; tuned ahead in {up} of {len(groups)} layer groups ({sig} significant). "
+        f"Seed 0 counts: base {fisher['base_user']} of {fisher['base_n']}, tuned {fisher['tuned_user']} of "
+        f"{fisher['tuned_n']}, one-sided Fisher exact p = {fmt(fisher['p_value'])}."
     )
     if angles is not None and not angles.empty:
         numbers["mean_angle_deg"] = float(angles["angle_deg"].mean())
@@ -186,9 +222,14 @@ def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, ang
             numbers["median_neuron_cos"] = float(rotation["median_cos_out"].median())
             measured += f"; median neuron cosine {numbers['median_neuron_cos']:.3f}"
         measured += "."
-    holds, verdict = _verdict(numbers["tuned_share"] - numbers["base_share"], numbers["p_value"],
-                              "the tuned model's FFN holds more concepts suited to user tasks")
-    return {"key": "ffn", "title": title, "measured": measured, "verdict": verdict, "holds": holds,
+    if n_seeds < 2:
+        holds, verdict = None, f"Not tested: {n_seeds} labelling seed; the Welch test across seeds needs at least 2."
+    elif not np.isfinite(numbers["p_value"]) and numbers["diff"] != 0:
+        holds, verdict = None, "Not tested: the user-task shares do not vary across seeds, so the Welch test is undefined."
+    else:
+        holds, verdict = _verdict(numbers["diff"], numbers["p_value"],
+                                  "the tuned model's FFN holds more concepts suited to user tasks")
+    return {"key": "ffn", "title": title, "measured": measured, "verdict": f"{verdict} {rests_on}", "holds": holds,
             "numbers": numbers}
 
 
@@ -199,6 +240,7 @@ def headline(tables: dict[str, pd.DataFrame]) -> dict:
     findings = [
         _finding_attribution(get("attribution_examples"), get("attribution_stats")),
         _finding_heads(get("head_shift_overall"), get("head_shift")),
-        _finding_ffn(get("ffn_labels"), get("ffn_rotation"), get("ffn_angles")),
+        _finding_ffn(get("ffn_labels"), get("ffn_rotation"), get("ffn_angles"), get("ffn_user_tasks"),
+                     get("ffn_labeller")),
     ]
     return {"headline": {f["key"]: f["numbers"] for f in findings}, "findings": findings}

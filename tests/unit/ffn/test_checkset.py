@@ -98,7 +98,7 @@ def test_lexicon_on_the_check_set(check):
 
 
 def test_command_prints_the_json_line(capsys):
-    assert main(["ffn-labels-check", "--labeller", "lexicon", "--per-label", "3", "--json"]) == 0
+    assert main(["ffn-labels", "--check-set", "--labeller", "lexicon", "--per-label", "3", "--json"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     assert list(result) == ["labeller", "task_accuracy", "task_macro_f1", "level_accuracy", "level_macro_f1"]

@@ -49,7 +49,8 @@ def test_ffn_rotation_and_labels_commands(tiny_pair_dirs, words_file, tmp_path, 
 
     assert main(["ffn-labels", str(out)]) == 0
     labels = pd.read_parquet(out / "labels.parquet")
-    assert len(labels) == 2 * 2 * 5 * 2  # models x layers x components x questions (1 seed)
+    assert len(labels) == 2 * 2 * 5 * 2 * 5  # models x layers x components x questions x seeds (5 by default)
+    assert sorted(labels["seed"].unique()) == [0, 1, 2, 3, 4]
     table = pd.read_csv(out / "label_table.csv")
     task = table[table.question == "task"]
     assert task["base"].sum() == pytest.approx(1.0) and task["tuned"].sum() == pytest.approx(1.0)
@@ -74,6 +75,10 @@ def test_ffn_command_and_errors(tiny_pair_dirs, words_file, tmp_path, capsys):
     assert "run `mechit ffn`" in capsys.readouterr().err
     assert main(["ffn-labels", str(out), "--labeller", "endpoint"]) == 2
     assert "--url" in capsys.readouterr().err
+    assert main(["ffn-labels"]) == 2
+    assert "or --check-set" in capsys.readouterr().err
+    assert main(["ffn-labels", str(out), "--check-set", "--labeller", "lexicon"]) == 2
+    assert "leave out DIR" in capsys.readouterr().err
 
 
 def test_neuron_score_grid_fills_between_the_lists():

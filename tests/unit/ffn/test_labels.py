@@ -19,6 +19,7 @@ from mechit.ffn.labellers import (
     LocalModelLabeller,
     build_prompt,
     label_concepts,
+    make_labeller,
     parse_label,
 )
 from mechit.ffn.labels import LabellerError, label_proportions, label_table
@@ -56,9 +57,13 @@ def test_lexicon_uses_the_second_language():
     words = ["kima", "vor", "tesa", "cat", "dog"]
     assert LexiconLabeller(foreign_words=()).label(words, "task") == "none"
     assert LexiconLabeller(foreign_words={"kima", "vor", "tesa"}).label(words, "task") == "translation"
-    zel = organism_second_language()
-    if zel:  # the organism package is present: its Zel words count as a foreign language
-        assert LexiconLabeller().label(sorted(zel)[:6], "task") == "translation"
+    zel = sorted(organism_second_language())[:6]
+    assert len(zel) == 6
+    # the organism's second language counts only when given: never by default
+    assert LexiconLabeller().label(zel, "task") == "none"
+    assert LexiconLabeller(foreign_words=organism_second_language()).label(zel, "task") == "translation"
+    assert make_labeller("lexicon", foreign_words="organism").label(zel, "task") == "translation"
+    assert make_labeller("lexicon").label(zel, "task") == "none"
 
 
 @pytest.mark.parametrize(
