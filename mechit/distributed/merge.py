@@ -75,7 +75,7 @@ def merge(out: str | Path, table_format: str = "parquet") -> dict:
     :func:`mechit.attribution.dataset.run_summary`.
 
     >>> from mechit.store import write_json
-    >>> write_json("run/attribution_run.json", {"settings": {"models": ["base"], "ids": ["e1", "e2"]}, "finished": {}})
+    >>> _ = write_json("run/attribution_run.json", {"settings": {"models": ["base"], "ids": ["e1", "e2"]}, "finished": {}})
     >>> merge("run")
     Traceback (most recent call last):
     ...
