@@ -220,6 +220,23 @@ def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, ang
             "numbers": numbers}
 
 
+def head_settings(tables: dict[str, pd.DataFrame]) -> dict:
+    """What the heads stage used, from its ``head_settings`` table: ``{"heads": {words, n_words,
+    top_k, top_k_rule, similarity, similarity_id}}`` (empty before the stage has run), for
+    ``summary.json``'s options and the report.
+
+    >>> settings = pd.DataFrame([{"words": "default", "n_words": 26_900, "top_k": 102, "similarity": "minilm",
+    ...                           "similarity_id": "minilm:all-MiniLM-L6-v2"}])
+    >>> head_settings({"head_settings": settings})["heads"]["top_k_rule"]
+    "the paper's ratio, K = 100 per 26,500 words, unless given"
+    """
+    frame = tables.get("head_settings")
+    if frame is None or frame.empty:
+        return {}
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in frame.iloc[0].to_dict().items()}
+    return {"heads": {**row, "top_k_rule": "the paper's ratio, K = 100 per 26,500 words, unless given"}}
+
+
 def headline(tables: dict[str, pd.DataFrame]) -> dict:
     """``{"headline": {key: numbers}, "findings": [finding, ...]}`` from the tables of a comparison
     (a finding whose tables are missing is "not measured")."""

@@ -20,7 +20,7 @@ from mechit.data.wordlists import (
 
 
 def test_instruction_verbs_are_the_papers_38():
-    paper = (Path(__file__).parents[2].parent / "shared" / "PAPER.md")
+    paper = (Path(__file__).parents[3].parent / "shared" / "PAPER.md")
     assert len(INSTRUCTION_VERBS) == 38 == len(set(INSTRUCTION_VERBS))
     if paper.is_file():  # the paper page lists them after "Instruction verbs used by the authors:"
         text = " ".join(paper.read_text().split())
