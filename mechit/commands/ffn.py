@@ -37,8 +37,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-components", type=int, default=None,
                         help=f"principal components per layer (default: {DEFAULT_COMPONENTS}, or the rank if smaller)")
     parser.add_argument("--top-k", type=int, default=50, help="words per concept (default 50)")
-    parser.add_argument("--words", help="word list file, one word per line (default: 20,000 frequent English "
-                        "words, or the organism's vocabulary for the organism)")
+    parser.add_argument("--words", help="word list file, one word per line (default: 26,500 frequent English "
+                        "words with the instruction and general verbs, or the organism's vocabulary and the verbs its "
+                        "tokenizer knows for the organism)")
 
 
 def register(subparsers) -> None:

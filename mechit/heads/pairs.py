@@ -56,7 +56,7 @@ from mechit import tokens
 from mechit.arch import weights as weight_views
 from mechit.errors import InputError
 from mechit.heads.kernels import blockwise_topk, compact_rows, qk_dim_pairs_group
-from mechit.heads.similarity import EmbeddingSimilarity, get_similarity, unit_rows, word_thresholds
+from mechit.heads.similarity import EmbeddingSimilarity, get_similarity, similarity_identity, unit_rows, word_thresholds
 from mechit.runtime import upcast
 
 log = logging.getLogger(__name__)
@@ -319,5 +319,5 @@ def head_pairs(
     bar.close()
     result = _frame(method, parts, categories, token_names if method == "ov" else None)
     result.attrs.update(method=method, n_words=len(kept), top_k=top_k,
-                        similarity=getattr(source, "name", None))
+                        similarity=getattr(source, "name", None), similarity_id=similarity_identity(source))
     return result[COLUMNS]

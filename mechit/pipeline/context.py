@@ -3,7 +3,7 @@
 >>> STAGES
 ('attribution', 'heads', 'ffn')
 >>> Options().fingerprint()["n_words"]
-3000
+26500
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mechit.data.wordlists import PAPER_VOCABULARY
 from mechit.models import ModelPair
 
 STAGES = ("attribution", "heads", "ffn")
@@ -38,8 +39,12 @@ class Options:
     (the paper's 8 for 32 layers; the verb shift is also reported over all layers).
     ``ffn_layer_group`` is the paper's 4 layers per group; ``label_seeds`` the paper's 5
     labelling seeds (for the offline labeller: bootstrap resamples of each word list).
-    ``words`` is the word list for heads and FFN (default: the organism's vocabulary for
-    the organism, else ``n_words`` frequent English words). ``threads``: torch threads
+    ``words`` is the word list for heads and FFN (default :func:`mechit.tokens.default_words`:
+    the organism's vocabulary and the verbs its tokenizer knows for the organism, else
+    ``n_words`` words holding the instruction and general verbs, the paper's 26,500 by
+    default). ``head_top_k`` None: K in the paper's ratio to the word list's length
+    (:func:`mechit.tokens.default_top_k`; 100 of 26,500). ``similarity`` None: one source
+    for both models (MiniLM when installed, else the base model's embeddings). ``threads``: torch threads
     during the run; None = 1 for models under :data:`SMALL_MODEL_PARAMETERS` parameters
     (their matrices are too small to gain from threads, and extra threads on a busy
     machine slow them down many times), else torch's default.
@@ -47,9 +52,9 @@ class Options:
 
     max_new_tokens: int = 32
     response: str = "generate"
-    n_words: int = 3000
+    n_words: int = PAPER_VOCABULARY
     words: Sequence[str] | None = None
-    head_top_k: int = 100
+    head_top_k: int | None = None
     head_method: str = "qk-dims"
     similarity: str | None = None
     n_components: int | None = None

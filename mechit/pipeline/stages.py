@@ -28,7 +28,6 @@ import torch
 
 from mechit.attribution.dataset import attribute_dataset, run_summary
 from mechit.data.prompts import PromptRecord
-from mechit.data.wordlists import frequent_words
 from mechit.ffn.concepts import ffn_concepts
 from mechit.ffn.labeller_check import labeller_accuracy
 from mechit.ffn.labellers import label_concepts, make_labeller
@@ -37,19 +36,36 @@ from mechit.ffn.rotation import ffn_rotation
 from mechit.heads.attention import attention_patterns, instruction_attention
 from mechit.heads.pairs import head_pairs
 from mechit.heads.shift import head_change_scores, head_shift
-from mechit.organism import vocabulary
+from mechit.heads.similarity import (
+    EmbeddingSimilarity,
+    SimilaritySource,
+    default_similarity,
+    get_similarity,
+    similarity_identity,
+)
 from mechit.pipeline.context import Context
 from mechit.stats import compare_labels, compare_models
 from mechit.store import RecordStore
+from mechit.tokens import default_top_k, default_words
 
 
 def _words(ctx: Context) -> list[str]:
-    """The word list for heads and FFN: given, the organism's vocabulary, or frequent English words."""
+    """The word list for heads and FFN: given, else the one default rule (:func:`mechit.tokens.default_words`)."""
     if ctx.options.words is not None:
         return list(ctx.options.words)
-    if ctx.organism:
-        return list(vocabulary())
-    return list(frequent_words(ctx.options.n_words))
+    return default_words(ctx.pair.base, ctx.options.n_words)
+
+
+def _top_k(ctx: Context, words: list[str]) -> int:
+    """K words per head dimension: given, else the paper's ratio (:func:`mechit.tokens.default_top_k`)."""
+    return ctx.options.head_top_k or default_top_k(ctx.pair.base, len(words))
+
+
+def _similarity(ctx: Context) -> SimilaritySource:
+    """One relatedness source for both models: the option, else MiniLM when installed, else the
+    base model's embeddings (one yardstick either way: never each model its own)."""
+    spec = ctx.options.similarity or default_similarity()
+    return EmbeddingSimilarity(ctx.pair.base) if spec == "embedding" else get_similarity(spec, ctx.pair.base)
 
 
 def _layer_group(ctx: Context, given: int | None) -> int:
@@ -148,10 +164,19 @@ def _prompt_records(records: list[dict]) -> list[PromptRecord]:
 
 def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
     """QK word pairs of every head of both models, the instruction-verb shift, the instruction
-    attention mass, and the attention patterns of the heads that changed most."""
+    attention mass, and the attention patterns of the heads that changed most.
+
+    Both models are judged with one word list, one K and one relatedness source; the
+    one-row table ``head_settings`` records them (words, n_words, top_k, similarity,
+    similarity_id) for ``summary.json`` and the report."""
     o = ctx.options
-    pairs = ctx.pair.run(_ticking(ctx, "head pairs", head_pairs), _words(ctx), method=o.head_method,
-                         top_k=o.head_top_k, similarity=o.similarity, progress=ctx.progress)
+    words, source = _words(ctx), _similarity(ctx)
+    top_k = _top_k(ctx, words)
+    pairs = ctx.pair.run(_ticking(ctx, "head pairs", head_pairs), words, method=o.head_method,
+                         top_k=top_k, similarity=source, progress=ctx.progress)
+    settings = pd.DataFrame([{"words": "given" if o.words is not None else "default", "n_words": len(words),
+                              "top_k": top_k, "similarity": source.name,
+                              "similarity_id": similarity_identity(source)}])
     base, tuned = _one_model(pairs, "base"), _one_model(pairs, "tuned")
     n_layers = ctx.pair.base.cfg.n_layers
     shift = head_shift(base, tuned, layer_group=_layer_group(ctx, o.head_layer_group))
@@ -165,6 +190,7 @@ def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
     ctx.tick("attention patterns")
     return {
         "head_pairs": pairs,
+        "head_settings": settings,
         "head_shift": shift,
         "head_shift_overall": overall,
         "head_changes": changes,

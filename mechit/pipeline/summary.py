@@ -15,7 +15,7 @@ from mechit.arch.weights import describe
 from mechit.models import ModelPair
 from mechit.pipeline.context import STAGES, Options
 from mechit.store import Manifest
-from mechit.views.findings import headline
+from mechit.views.findings import head_settings, headline
 
 PACKAGES = ("mechit", "torch", "transformer-lens", "transformers", "pandas", "numpy", "scipy")
 
@@ -52,7 +52,7 @@ def build_summary(tables: dict[str, pd.DataFrame], manifest: Manifest, pair: Mod
     return {
         "models": models,
         "prompts": {"source": source, "n": n_records, "sha256": manifest.settings["prompts_sha256"]},
-        "options": options.fingerprint(),
+        "options": {**options.fingerprint(), **head_settings(tables)},
         "seeds": {"torch": options.seed, "generation": "greedy (deterministic)"},
         "versions": package_versions(),
         "stages": finished,

@@ -4,13 +4,15 @@
 :func:`mechit.pipeline.compare` makes them) and returns
 ``{"headline": {...numbers...}, "findings": [...]}``; ``summary.json`` and the report
 show them. Each finding is a dict: key, title, measured (one sentence with the numbers),
-verdict (plain words), holds (True / False / None when its stage has not run), and the
-numbers it quotes. A finding holds when the difference points the paper's way with a
-one-sided p below :data:`ALPHA`.
+verdict (plain words, naming the test it rests on), holds (True / False / None when its
+stage has not run or its test had too few examples), and the numbers it quotes. A finding
+holds when the difference points the paper's way with a one-sided p below :data:`ALPHA`.
 
 1. **Attribution** (PAPER §1.6): the tuned model's instruction score exceeds the base
-   model's on the same prompts (Welch one-sided p, paired bootstrap interval of the
-   difference; :mod:`mechit.stats`).
+   model's on the same prompts. The verdict rests on the paired t-test and quotes the
+   paired bootstrap interval; the paper's unpaired Welch test is quoted beside it with its
+   two-sample interval; means and intervals of both models are over the same prompts
+   (:mod:`mechit.stats`).
 2. **Heads** (PAPER §2.6): over all heads, the fraction of heads where tuning raised a
    verb's count is higher for instruction verbs than for general verbs (Welch;
    :mod:`mechit.heads.shift`).
@@ -26,7 +28,7 @@ one-sided p below :data:`ALPHA`.
 >>> overall = pd.DataFrame({"instruction_mean": [0.6], "general_mean": [0.4], "t": [2.5], "p_value": [0.01],
 ...                         "n_instruction": [38], "n_general": [200]})
 >>> headline({"head_shift_overall": overall})["findings"][1]["verdict"]
-'Holds on this pair: tuning adds head knowledge about instruction verbs more than about other verbs (p < 0.05).'
+'Holds on this pair: tuning adds head knowledge about instruction verbs more than about other verbs (Welch t-test, one-sided p < 0.05).'
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from mechit.ffn.labels import USER_TASKS, user_task_shares
-from mechit.stats import ALL, paired_bootstrap_ci
+from mechit.stats import ALL
 
 ALPHA = 0.05
+ATTRIBUTION_TEST = "paired t-test"  # Finding 1: the same prompts under both models
+HEADS_TEST = "Welch t-test"  # Finding 2: instruction verbs and general verbs are different samples
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -56,20 +60,32 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _verdict(diff: float | None, p: float | None, claim: str) -> tuple[bool | None, str]:
-    """(holds, plain verdict) for a difference that the paper predicts to be positive."""
+def _verdict(diff: float | None, p: float | None, claim: str, test: str | None = None) -> tuple[bool | None, str]:
+    """(holds, plain verdict) for a difference that the paper predicts to be positive, judged by
+    ``test`` (named in the verdict) with one-sided p-value ``p``. A NaN p means the test had
+    too few examples (fewer than 2 on a side): holds None.
+
+    >>> _verdict(0.2, 0.01, "it holds", "paired t-test")
+    (True, 'Holds on this pair: it holds (paired t-test, one-sided p < 0.05).')
+    >>> _verdict(0.2, float("nan"), "it holds", "paired t-test")[0] is None
+    True
+    """
+    named = f"{test}, one-sided p" if test else "p"
     if diff is None or not np.isfinite(diff):
         return None, "Not measured."
+    if p is None or not np.isfinite(p):
+        return None, (f"Not tested on this pair: too few examples for the {test or 'test'} "
+                      "(it needs at least 2 on each side).")
     if diff == 0:
         return False, "Does not hold on this pair: no difference between the two models."
     direction_ok = diff > 0
-    significant = p is not None and np.isfinite(p) and p < ALPHA
+    significant = p < ALPHA
     if direction_ok and significant:
-        return True, f"Holds on this pair: {claim} (p < {ALPHA})."
+        return True, f"Holds on this pair: {claim} ({named} < {ALPHA})."
     if direction_ok:
         return False, (f"Not shown on this pair: the difference points the paper's way but is not significant "
-                       f"(p = {fmt(p)} ≥ {ALPHA}).")
-    return False, f"Does not hold on this pair: the difference points the other way (p = {fmt(p)})."
+                       f"({named} = {fmt(p)} ≥ {ALPHA}).")
+    return False, f"Does not hold on this pair: the difference points the other way ({named} = {fmt(p)})."
 
 
 def _not_run(key: str, title: str, stage: str) -> dict:
@@ -77,8 +93,17 @@ def _not_run(key: str, title: str, stage: str) -> dict:
             "holds": None, "numbers": {}}
 
 
+def _ci(pair) -> str:
+    return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
+
+
 def _finding_attribution(examples: pd.DataFrame | None, stats: pd.DataFrame | None) -> dict:
-    """Finding 1 from attribution_examples and attribution_stats (group "(all)")."""
+    """Finding 1 from attribution_stats (group "(all)"; attribution_examples says the stage ran).
+
+    Every number comes from the prompts scored by both models. The verdict rests on the
+    paired t-test (:data:`ATTRIBUTION_TEST`) and quotes the paired bootstrap interval; the
+    paper's unpaired Welch test is quoted beside it with its two-sample interval.
+    """
     title = "Instruction tuning makes responses depend on the instruction"
     if examples is None or stats is None:
         return _not_run("attribution", title, "attribution")
@@ -87,34 +112,36 @@ def _finding_attribution(examples: pd.DataFrame | None, stats: pd.DataFrame | No
         return {**_not_run("attribution", title, "attribution"),
                 "measured": "No prompt was scored by both models."}
     row = row.iloc[0]
-    numbers = {"n": int(row["n"]), "n_excluded": int(row["n_excluded"]), "tuned_mean": float(row["mean_a"]), "base_mean": float(row["mean_b"]),
-               "diff": float(row["mean_diff"]), "diff_ci": [float(row["ci_low"]), float(row["ci_high"])],
-               "welch_t": float(row["t"]), "p_value": float(row["p_value"])}
-    scored = examples.dropna(subset=["instruction_score"])
-    for model in ("base", "tuned"):
-        values = scored.loc[scored["model"] == model, "instruction_score"].to_numpy(float)
-        numbers[f"{model}_ci"] = list(paired_bootstrap_ci(values, np.zeros_like(values)))
+    numbers = {"n": int(row["n"]), "n_excluded": int(row["n_excluded"]), "test": ATTRIBUTION_TEST,
+               "tuned_mean": float(row["mean_a"]), "base_mean": float(row["mean_b"]),
+               "tuned_ci": [float(row["mean_a_ci_low"]), float(row["mean_a_ci_high"])],
+               "base_ci": [float(row["mean_b_ci_low"]), float(row["mean_b_ci_high"])],
+               "diff": float(row["mean_diff"]), "diff_ci": [float(row["paired_ci_low"]), float(row["paired_ci_high"])],
+               "paired_t": float(row["paired_t"]), "p_value": float(row["paired_p"]),
+               "welch_t": float(row["t"]), "welch_p_value": float(row["p_value"]),
+               "welch_ci": [float(row["ci_low"]), float(row["ci_high"])]}
     groups = stats[(stats["comparison"] == "tuned_vs_base") & (stats["group"] != ALL)]
     up = int((groups["mean_diff"] > 0).sum())
-    sig = int(((groups["mean_diff"] > 0) & (groups["p_value"] < ALPHA)).sum())
+    sig = int(((groups["mean_diff"] > 0) & (groups["paired_p"] < ALPHA)).sum())
     numbers.update(groups_up=up, groups_significant=sig, n_groups=int(len(groups)))
-    def ci(pair) -> str:
-        return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
-
     measured = (
-        f"Instruction score: base {fmt(numbers['base_mean'])} (95 % CI {ci(numbers['base_ci'])}), "
-        f"tuned {fmt(numbers['tuned_mean'])} (95 % CI {ci(numbers['tuned_ci'])}); "
-        f"tuned − base = {numbers['diff']:+.3g} (paired bootstrap 95 % CI {ci(numbers['diff_ci'])}), "
-        f"Welch one-sided p = {fmt(numbers['p_value'])}, n = {numbers['n']} prompts"
+        f"Instruction score on the prompts scored by both models: base {fmt(numbers['base_mean'])} "
+        f"(95 % CI {_ci(numbers['base_ci'])}), tuned {fmt(numbers['tuned_mean'])} (95 % CI {_ci(numbers['tuned_ci'])}); "
+        f"tuned − base = {numbers['diff']:+.3g} (paired bootstrap 95 % CI {_ci(numbers['diff_ci'])}), "
+        f"{ATTRIBUTION_TEST} one-sided p = {fmt(numbers['p_value'])}; the paper's test (Welch, one-sided, unpaired): "
+        f"p = {fmt(numbers['welch_p_value'])} (two-sample bootstrap 95 % CI {_ci(numbers['welch_ci'])}); "
+        f"n = {numbers['n']} prompts"
         + (f" ({numbers['n_excluded']} left out: a model gave no scorable response)" if numbers["n_excluded"] else "")
         + "; "
-        f"higher in {up} of {len(groups)} groups ({sig} significant)."
+        f"higher in {up} of {len(groups)} groups ({sig} significant, paired)."
     )
-    labelled = stats[(stats["comparison"] == "followed_vs_not_followed") & (stats["group"] == ALL)]
+    labelled = stats[(stats["comparison"] == "followed_vs_not") & (stats["group"] == ALL)]
     for r in labelled.itertuples():
-        measured += (f" Followed vs not followed ({r.model}): {r.mean_diff:+.3g}, p = {fmt(r.p_value)}, n = {r.n}.")
+        measured += (f" Followed vs not followed ({r.model}): {r.mean_diff:+.3g}, Welch one-sided p = {fmt(r.p_value)}, "
+                     f"n = {r.n}.")
     holds, verdict = _verdict(numbers["diff"], numbers["p_value"],
-                              "the tuned model's responses rest more on the instruction part of the prompt")
+                              "the tuned model's responses rest more on the instruction part of the prompt",
+                              ATTRIBUTION_TEST)
     return {"key": "attribution", "title": title, "measured": measured, "verdict": verdict, "holds": holds,
             "numbers": numbers}
 
@@ -138,7 +165,8 @@ def _finding_heads(overall: pd.DataFrame | None, per_group: pd.DataFrame | None)
         f"{up} of {len(groups)} layer groups."
     )
     holds, verdict = _verdict(numbers["instruction_mean"] - numbers["general_mean"], numbers["p_value"],
-                              "tuning adds head knowledge about instruction verbs more than about other verbs")
+                              "tuning adds head knowledge about instruction verbs more than about other verbs",
+                              HEADS_TEST)
     return {"key": "heads", "title": title, "measured": measured, "verdict": verdict, "holds": holds,
             "numbers": numbers}
 
@@ -231,6 +259,23 @@ def _finding_ffn(labels: pd.DataFrame | None, rotation: pd.DataFrame | None, ang
                                   "the tuned model's FFN holds more concepts suited to user tasks")
     return {"key": "ffn", "title": title, "measured": measured, "verdict": f"{verdict} {rests_on}", "holds": holds,
             "numbers": numbers}
+
+
+def head_settings(tables: dict[str, pd.DataFrame]) -> dict:
+    """What the heads stage used, from its ``head_settings`` table: ``{"heads": {words, n_words,
+    top_k, top_k_rule, similarity, similarity_id}}`` (empty before the stage has run), for
+    ``summary.json``'s options and the report.
+
+    >>> settings = pd.DataFrame([{"words": "default", "n_words": 26_900, "top_k": 102, "similarity": "minilm",
+    ...                           "similarity_id": "minilm:all-MiniLM-L6-v2"}])
+    >>> head_settings({"head_settings": settings})["heads"]["top_k_rule"]
+    "the paper's ratio, K = 100 per 26,500 words, unless given"
+    """
+    frame = tables.get("head_settings")
+    if frame is None or frame.empty:
+        return {}
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in frame.iloc[0].to_dict().items()}
+    return {"heads": {**row, "top_k_rule": "the paper's ratio, K = 100 per 26,500 words, unless given"}}
 
 
 def headline(tables: dict[str, pd.DataFrame]) -> dict:

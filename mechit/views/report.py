@@ -112,6 +112,7 @@ def _meta_html(summary: dict) -> str:
         f'<p class="meta">base <code>{html.escape(str(base))}</code> · '
         f'tuned <code>{html.escape(str(tuned))}</code> · '
         f'{prompts.get("n", "?")} prompts ({html.escape(str(prompts.get("source", "?")))}) · '
+        + (html.escape("head words: {n_words}, K = {top_k} ({top_k_rule}), similarity {similarity_id} · ".format(**summary["options"]["heads"])) if "heads" in summary.get("options", {}) else "") +
         f'stages run: {html.escape(", ".join(summary.get("stages", {})) or "none")} · '
         f'mechit {html.escape(str(versions.get("mechit")))}, torch {html.escape(str(versions.get("torch")))}, '
         f'transformer-lens {html.escape(str(versions.get("transformer-lens")))}</p>'

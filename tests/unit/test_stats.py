@@ -9,7 +9,9 @@ from mechit.stats import (
     ALL,
     compare_labels,
     compare_models,
+    mean_ci,
     paired_bootstrap_ci,
+    paired_t,
     two_sample_bootstrap_ci,
     welch,
 )
@@ -85,3 +87,56 @@ def test_compare_labels_per_model_and_group():
     assert (row.n_a, row.n_b, row.n) == (6, 6, 12)
     assert row.t == pytest.approx(ref.statistic) and row.p_value == pytest.approx(ref.pvalue)
     assert row.mean_diff == pytest.approx(a.mean() - b.mean())
+
+
+def test_paired_t_against_scipy_and_formula():
+    rng = np.random.default_rng(5)
+    a = rng.normal(1.0, 1.0, 15)
+    b = a - 0.2 + rng.normal(0, 0.3, 15)
+    t, p = paired_t(a, b)
+    ref = scipy_stats.ttest_rel(a, b, alternative="greater")
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    d = a - b  # by hand: t = mean(d) / (sd(d) / sqrt(n)), n - 1 degrees of freedom
+    t_hand = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    assert t == pytest.approx(t_hand) and p == pytest.approx(scipy_stats.t.sf(t_hand, len(d) - 1))
+    assert paired_t(a, b, alternative="less")[1] == pytest.approx(1 - p)
+    assert np.isnan(paired_t([1.0], [0.0])[1])
+    assert paired_t([1.0, 2.0], [0.5, 1.5]) == (np.inf, 0.0)  # every pair 0.5 higher: no variance, no doubt
+    assert paired_t([0.5, 1.5], [1.0, 2.0]) == (-np.inf, 1.0)
+    assert np.isnan(paired_t([1.0, 2.0], [1.0, 2.0])[1])
+    with pytest.raises(ValueError, match="alternative"):
+        paired_t(a, b, alternative="more")
+
+
+def test_compare_models_reports_each_test_with_the_interval_of_its_design():
+    frame = example_frame()
+    row = compare_models(frame, "base", "tuned", n_boot=2000, seed=7).iloc[0]
+    paired = frame[frame.id != "e99"].pivot(index="id", columns="model", values="instruction_score")
+    a, b = paired["tuned"].to_numpy(), paired["base"].to_numpy()
+    ref = scipy_stats.ttest_rel(a, b, alternative="greater")
+    assert row.paired_t == pytest.approx(ref.statistic) and row.paired_p == pytest.approx(ref.pvalue)
+    assert (row.paired_ci_low, row.paired_ci_high) == paired_bootstrap_ci(a, b, n_boot=2000, seed=7)
+    assert (row.ci_low, row.ci_high) == two_sample_bootstrap_ci(a, b, n_boot=2000, seed=7)
+    # the same rows everywhere: e99 (scored by one model only) is in no mean and no interval
+    assert row.mean_a == pytest.approx(a.mean()) and row.mean_b == pytest.approx(b.mean())
+    assert (row.mean_a_ci_low, row.mean_a_ci_high) == mean_ci(a, n_boot=2000, seed=7)
+    assert (row.mean_b_ci_low, row.mean_b_ci_high) == mean_ci(b, n_boot=2000, seed=7)
+    # the paired design is the sharper one here: its interval is narrower, its p smaller
+    assert row.paired_ci_high - row.paired_ci_low < row.ci_high - row.ci_low and row.paired_p < row.p_value
+
+
+def test_compare_labels_has_no_paired_design():
+    result = compare_labels(example_frame(), n_boot=200)
+    assert set(result.comparison) == {"followed_vs_not"}
+    assert result[["paired_t", "paired_p", "paired_ci_low", "paired_ci_high"]].isna().all().all()
+    assert result[["ci_low", "mean_a_ci_low", "mean_b_ci_high"]].notna().all().all()
+
+
+def test_mean_ci_against_the_normal_interval():
+    values = np.random.default_rng(6).normal(2.0, 1.0, 400)
+    lo, hi = mean_ci(values)
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    # percentile bootstrap vs mean ± 1.96 se: they differ by the bootstrap's Monte Carlo error
+    # (about se / sqrt(N_BOOT) * 3 ≈ 0.0015 here) plus the sample's skew; 0.01 covers both
+    assert lo == pytest.approx(values.mean() - 1.96 * se, abs=0.01)
+    assert hi == pytest.approx(values.mean() + 1.96 * se, abs=0.01)

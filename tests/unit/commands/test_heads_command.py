@@ -37,3 +37,31 @@ def test_heads_tags_the_spec_and_refuses_a_second_run_with_other_settings(tiny_l
     assert (out / "head_pairs.parquet").read_bytes() == before
     monkeypatch.undo()
     assert main(argv) == 0  # the same settings again: allowed (it rewrites the same run)
+
+
+def test_heads_shift_refuses_runs_judged_by_different_yardsticks(tiny_pair_dirs, tmp_path, capsys):
+    """Two 'embedding' runs on two models carry one name but two yardsticks; one corpus is one yardstick."""
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(WORDS + ["run", "tell", "give"]), encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("write a story . tell a story . translate the text to french . the cat and the dog run .\n" * 5)
+    outs = {}
+    for similarity in ("embedding", f"ppmi:{corpus}"):
+        for side, model in zip(("base", "tuned"), tiny_pair_dirs):
+            out = outs[similarity, side] = tmp_path / f"{side}-{similarity[:4]}"
+            assert main(["heads", "--model", str(model), "--words", str(words), "--layers", "0", "--top-k", "5",
+                         "--similarity", similarity, "--out", str(out)]) == 0
+    ids = {key: json.loads((out / "head_pairs.json").read_text())["finished"]["heads"]["similarity_id"]
+           for key, out in outs.items()}
+    assert ids["embedding", "base"].startswith("embedding:") and ids["embedding", "base"] != ids["embedding", "tuned"]
+    assert ids["ppmi:" + str(corpus), "base"] == ids["ppmi:" + str(corpus), "tuned"]
+    capsys.readouterr()
+    assert main(["heads-shift", "--base", str(outs["embedding", "base"]), "--tuned", str(outs["embedding", "tuned"]),
+                 "--layer-group", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "judged word relatedness by different yardsticks" in err and err.count("\n") == 1
+    assert not (outs["embedding", "tuned"] / "head_shift.parquet").exists()
+    ppmi = "ppmi:" + str(corpus)
+    assert main(["heads-shift", "--base", str(outs[ppmi, "base"]), "--tuned", str(outs[ppmi, "tuned"]),
+                 "--layer-group", "1"]) == 0
+    assert (outs[ppmi, "tuned"] / "head_shift.parquet").is_file()

@@ -367,11 +367,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_default_words_follow_the_model():
     from types import SimpleNamespace
 
-    from mechit.tokens import default_words
+    from mechit.data.wordlists import finding_verbs, head_vocabulary
+    from mechit.models import load_model
     from mechit.organism import vocabulary
-    from mechit.data.wordlists import frequent_words
+    from mechit.tokens import default_words, word_token_ids
 
-    organism = SimpleNamespace(tokenizer=SimpleNamespace(name_or_path="/somewhere"), mechit_spec="organism-tuned")
+    organism = load_model("organism-tuned")
     other = SimpleNamespace(tokenizer=SimpleNamespace(name_or_path="/somewhere"), mechit_spec="my/model")
-    assert default_words(organism) == vocabulary()
-    assert default_words(other) == frequent_words(20000)
+    words = default_words(organism)
+    own = vocabulary()
+    assert words[: len(own)] == own  # the organism's rule: its own vocabulary, then the verbs it knows
+    added = words[len(own):]
+    assert added and set(added) <= set(finding_verbs()) - set(own)
+    assert all(len(ids) == 1 for ids in word_token_ids(organism.tokenizer, added)[1])
+    assert default_words(other) == head_vocabulary(26_500)
+    assert default_words(other, 3000) == head_vocabulary(3000)

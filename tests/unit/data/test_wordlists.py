@@ -20,7 +20,7 @@ from mechit.data.wordlists import (
 
 
 def test_instruction_verbs_are_the_papers_38():
-    paper = (Path(__file__).parents[2].parent / "shared" / "PAPER.md")
+    paper = (Path(__file__).parents[3].parent / "shared" / "PAPER.md")
     assert len(INSTRUCTION_VERBS) == 38 == len(set(INSTRUCTION_VERBS))
     if paper.is_file():  # the paper page lists them after "Instruction verbs used by the authors:"
         text = " ".join(paper.read_text().split())
@@ -91,3 +91,26 @@ def test_read_words(tmp_path):
         read_words(empty)
     with pytest.raises(InputError, match="cannot read word list"):
         read_words(tmp_path / "missing.txt")
+
+
+def test_head_vocabulary_holds_the_verbs_of_finding_2_in_frequency_order():
+    from mechit.data.wordlists import N_GENERAL_VERBS, finding_verbs, head_vocabulary
+
+    verbs = finding_verbs()
+    assert len(verbs) == 38 + N_GENERAL_VERBS and verbs[:38] == list(INSTRUCTION_VERBS)
+    words = head_vocabulary(3000)
+    assert set(verbs) <= set(words) and len(words) == len(set(words))
+    assert set(frequent_words(3000)) <= set(words)
+    missing = set(verbs) - set(frequent_words(3000))
+    assert len(words) == 3000 + len(missing)
+    assert len(set(INSTRUCTION_VERBS) - set(frequent_words(3000))) == 19  # what compare's old list lacked
+    assert {"summarize", "classify", "translate"} <= set(words) and words[:3] == ["the", "to", "and"]
+    zipf = [zipf_frequency(w, "en") for w in words]
+    assert zipf == sorted(zipf, reverse=True)  # the first 3000 are the most frequent (relatedness thresholds)
+
+
+def test_paper_top_k_keeps_the_papers_ratio():
+    from mechit.data.wordlists import PAPER_VOCABULARY, paper_top_k
+
+    assert PAPER_VOCABULARY == 26_500 and paper_top_k(26_500) == 100
+    assert paper_top_k(53_000) == 200 and paper_top_k(13_250) == 50 and paper_top_k(10) == 1
