@@ -6,8 +6,10 @@
 """
 
 from mechit.models.loading import ORGANISM_SPECS, load_model, organism_dir, read_plan, resolve_spec
+from mechit.models.checkpoint import check_checkpoint
+from mechit.models.identity import weights_fingerprint
 from mechit.models.plan import ModelPlan, check_fits
 from mechit.models.pair import ModelPair, check_pair, load_pair, tag_model
 
-__all__ = ["ORGANISM_SPECS", "ModelPair", "ModelPlan", "check_fits", "check_pair", "load_model", "load_pair", "organism_dir",
-           "read_plan", "resolve_spec", "tag_model"]
+__all__ = ["ORGANISM_SPECS", "ModelPair", "ModelPlan", "check_checkpoint", "check_fits", "check_pair", "load_model", "load_pair", "organism_dir",
+           "read_plan", "resolve_spec", "tag_model", "weights_fingerprint"]
