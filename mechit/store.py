@@ -1,7 +1,7 @@
 """Files of a run: one atomic write path, one settings check, resumable per-example records.
 
 Every file mechit writes goes through :func:`atomic_path` (a temporary file in the same
-folder, moved into place with :func:`os.replace`): JSON (:func:`write_json`), tables
+folder, flushed to the disk with ``fsync`` and moved into place with :func:`os.replace`): JSON (:func:`write_json`), tables
 (:func:`write_table`), safetensors (:class:`RecordStore`) and the other writers that call
 it. A run directory holds a :class:`Manifest`: the settings that made it (a run with other
 settings is refused rather than mixed) and what is finished.
@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 from safetensors.torch import load_file, save_file
 
-from mechit.errors import InputError
+from mechit.errors import InputError, first_line
 
 
 def slug(name: str) -> str:
@@ -79,10 +79,21 @@ def atomic_path(path: str | Path):
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get the usual mode
+        _fsync(tmp)  # the bytes reach the disk before the name does: a power cut leaves old or new, never empty
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path: "str | Path") -> None:
+    """Flush a file's (or a directory's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
@@ -204,12 +215,18 @@ class Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             stored, finished = data["settings"], data["finished"]
+            if not isinstance(stored, dict) or not isinstance(finished, dict):
+                raise TypeError("'settings' and 'finished' must be objects")
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise InputError(f"{path}: unreadable manifest ({error!r}); delete it to start over") from error
-        # compared as JSON, the form they are stored in (tuples become lists)
+            why = f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
+            raise InputError(f"{path}: corrupt settings file of a run ({why}); delete it and rerun the same "
+                             "command: finished records are checked against their inputs and reused") from error
+        # compared as JSON, the form they are stored in (tuples become lists); a value stored as
+        # null was not known then (weights of a hub model not yet downloaded) and matches any
         settings_json = json.loads(json.dumps(settings, default=_json_default))
-        if stored != settings_json:
-            diff = sorted(k for k in set(stored) | set(settings_json) if stored.get(k) != settings_json.get(k))
+        diff = sorted(k for k in set(stored) | set(settings_json)
+                      if stored.get(k) != settings_json.get(k) and not (k in stored and stored[k] is None))
+        if diff:
             raise InputError(f"{path.parent} holds a run with other settings (differs in: {', '.join(diff)}); "
                              "resume with the same arguments, or use another output directory")
         return cls(path, settings, finished)
@@ -253,17 +270,44 @@ class RecordStore:
         return self.directory / "tensors" / slug(model) / f"{slug(key)}.safetensors"
 
     def done(self, model: str, key: str) -> bool:
-        """Whether (model, key) has a complete record."""
+        """Whether (model, key) has a record file (see :meth:`state` for whether it is sound and current)."""
         return self.record_path(model, key).is_file()
 
-    def write(self, model: str, key: str, record: dict, *, tensors: dict | None = None) -> None:
-        """Store one record (JSON-serialisable dict) and optional tensors, atomically, tensors first."""
+    def state(self, model: str, key: str, inputs: dict | None = None) -> str:
+        """What a rerun must do with (model, key): "done" (a record that parses, computed from
+        ``inputs``), "missing", "corrupt" (a record that does not parse: a write cut short), or
+        "changed: NAME" for the first entry of ``inputs`` that differs from what the record was
+        computed from. An entry that is None on either side is unknown and matches.
+
+        >>> store = RecordStore("run")
+        >>> store.write("m", "ex", {"score": 1}, inputs={"example": "a1", "weights": "w1"})
+        >>> store.state("m", "ex", {"example": "a1", "weights": "w1"}), store.state("m", "ex", {"example": "a2", "weights": "w1"})
+        ('done', 'changed: example')
+        """
+        path = self.record_path(model, key)
+        if not path.is_file():
+            return "missing"
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            stored["record"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "corrupt"
+        was = stored.get("inputs") or {}
+        for name, value in (inputs or {}).items():
+            if value is not None and was.get(name) != value and not (name in was and was[name] is None):
+                return f"changed: {name}"
+        return "done"
+
+    def write(self, model: str, key: str, record: dict, *, tensors: dict | None = None,
+              inputs: dict | None = None) -> None:
+        """Store one record (JSON-serialisable dict) and optional tensors, atomically, tensors first;
+        ``inputs`` names what it was computed from (hashes, compared by :meth:`state`)."""
         if tensors:
             contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
             with atomic_path(self.tensor_path(model, key)) as tmp:
                 # one metadata key: safetensors writes a multi-key map in arbitrary order
                 save_file(contiguous, str(tmp), metadata={"mechit": json.dumps({"id": key, "model": model})})
-        write_json(self.record_path(model, key), {"model": model, "id": key, "record": record})
+        write_json(self.record_path(model, key), {"model": model, "id": key, "inputs": inputs or {}, "record": record})
 
     def read(self, model: str, key: str) -> dict:
         """The record dict written for (model, key)."""

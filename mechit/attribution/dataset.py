@@ -20,7 +20,8 @@ order); :func:`write_dataset_tables` writes them (``mechit attribute`` does;
 - ``DIR/tensors/<model>/<example>.safetensors``: input_ids, prompt_positions,
   response_positions, raw (readable with ``safetensors.torch.load_file``);
 - ``DIR/attribution_run.json``: the run's settings (models in order, ids, options;
-  :class:`mechit.store.Manifest`).
+  :class:`mechit.store.Manifest`); each record also holds the hashes of the example and
+  weights it was computed from (see :func:`attribute_dataset`).
 
 ``model`` is the first column of both tables: the spec as given (``mechit compare`` gives
 the names "base" and "tuned").
@@ -39,6 +40,8 @@ the names "base" and "tuned").
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,9 +50,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mechit.attribution.example import attribute
-from mechit.errors import EmptyResponseError, InputError
 from mechit.data.prompts import PromptRecord
-from mechit.models import load_model
+from mechit.errors import EmptyResponseError, InputError
+from mechit.models import load_model, weights_fingerprint
 from mechit.store import Manifest, RecordStore, remove_stale_temporaries, write_table
 
 EXAMPLE_COLUMNS = ["model", "id", "group", "label", "n_prompt_tokens", "n_response_tokens",
@@ -138,6 +141,7 @@ def attribute_dataset(
     *,
     response: str = "reference",
     loader: Callable | None = None,
+    fingerprints: dict | None = None,
     progress: bool = True,
     **options,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -146,7 +150,14 @@ def attribute_dataset(
     ``response="reference"`` uses each record's response (generating one greedily where it
     is null); ``"generate"`` always generates. ``options`` go to :func:`mechit.attribute`
     (chat_template, max_new_tokens, L, b, p, method, memory_budget). ``loader(spec)``
-    loads a model (default :func:`mechit.models.load_model`). The frames are those of the
+    loads a model (default :func:`mechit.models.load_model`); ``fingerprints`` maps a spec to
+    its weights' fingerprint (default :func:`mechit.models.weights_fingerprint` of the spec).
+
+    Every record is keyed by what it was computed from: the example's content
+    (:func:`example_fingerprint`) and the model's weights. A rerun skips a record only when
+    both match; a record that does not parse, or that came from another prompt text or
+    other weights under the same id and spec, is recomputed, with one line on stderr
+    saying which and why. The frames are those of the
     module docstring; :func:`run_summary` counts what was done, failed or empty.
     """
     if response not in ("reference", "generate"):
@@ -160,19 +171,52 @@ def attribute_dataset(
     store = RecordStore(out)
     remove_stale_temporaries(out)  # left by a run killed while writing
     open_run_manifest(out, specs, records, response, options)
+    examples = {r.id: example_fingerprint(r) for r in records}
     for spec in specs:
-        todo = [r for r in records if not store.done(spec, r.id)]
+        weights = fingerprints[spec] if fingerprints and spec in fingerprints else weights_fingerprint(spec)
+        inputs = {r.id: {"example": examples[r.id], "weights": weights} for r in records}
+        states = {r.id: store.state(spec, r.id, inputs[r.id]) for r in records}
+        _say_what_is_redone(spec, out, states)
+        todo = [r for r in records if states[r.id] != "done"]
         if not todo:
             continue
         model = loader(spec) if any(r.error is None for r in todo) else None
         bar = tqdm(todo, desc=f"attribute {spec}", unit="ex", file=sys.stderr, disable=not progress)
         for record in bar:
             stored, tensors = _one(model, spec, record, options, response)
-            store.write(spec, record.id, stored, tensors=tensors)
+            store.write(spec, record.id, stored, tensors=tensors, inputs=inputs[record.id])
         bar.close()
         del model
         gc.collect()
     return collect_tables(store, specs, records)
+
+
+def example_fingerprint(record: PromptRecord) -> str:
+    """A hash of everything an example's record is computed from (its text, response, spans,
+    group, label and the error found when it was read; not its line number).
+
+    >>> a = PromptRecord(id="a", prompt="Say hi", response=" hi")
+    >>> example_fingerprint(a) == example_fingerprint(PromptRecord(id="a", prompt="Say hi", response=" hi", source="f:9"))
+    True
+    >>> example_fingerprint(a) == example_fingerprint(PromptRecord(id="a", prompt="Say hi!", response=" hi"))
+    False
+    """
+    content = [record.id, record.prompt, record.response, record.instruction_spans, record.group, record.label,
+               record.error]
+    return hashlib.sha256(json.dumps(content, default=repr).encode()).hexdigest()[:16]
+
+
+_REDONE = {"corrupt": "did not parse (a write cut short?)", "changed: example": "were computed from other example "
+           "content (same id)", "changed: weights": "were computed from other weights (the model files changed)"}
+
+
+def _say_what_is_redone(spec: str, out: Path, states: dict) -> None:
+    """One line on stderr per reason a stored record of ``spec`` is recomputed, with a few ids."""
+    for state, why in _REDONE.items():
+        ids = [i for i, s in states.items() if s == state]
+        if ids:
+            shown = ", ".join(map(repr, ids[:3])) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            print(f"mechit: {len(ids)} record(s) of {spec} in {out} {why}; recomputing them: {shown}", file=sys.stderr)
 
 
 def run_summary(examples: pd.DataFrame) -> dict:

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import torch
 
 from mechit.errors import InputError, SpecError, first_line
+from mechit.models.checkpoint import check_checkpoint, check_gguf_tensors
 from mechit.models.gguf import load_gguf
 from mechit.models.plan import ModelPlan, check_fits, plan_from_files
 from mechit.runtime import choose_device, choose_dtype, release_free_memory
@@ -157,7 +158,9 @@ def load_model(
     Raises:
         SpecError: the spec cannot be resolved, the hub is unreachable and the model is
             not cached, the GGUF architecture is unsupported, the weights are unreadable,
-            or they do not fit (checked from the config before any weight is read).
+            they are not those of the model the config describes (a missing, unexpected or
+            misshapen tensor: :mod:`mechit.models.checkpoint`), or they do not fit (both
+            checked from the config and file headers before any weight is read).
 
     A hub id that is cached loads from the cache without contacting the hub; one that is
     not cached fails within a few seconds when ``HF_HUB_OFFLINE`` is set or the hub
@@ -180,6 +183,10 @@ def load_model(
         raise InputError(str(error)) from None
     if plan is not None:
         check_fits(plan, dtype, target, max_memory)
+        if source.kind == "gguf":
+            check_gguf_tensors(str(spec), source.location, plan)
+        else:
+            check_checkpoint(str(spec), source.location, plan, trust_remote_code=trust_remote_code)
     if source.kind == "gguf":
         if device_map is not None:
             raise SpecError(f"GGUF file {source.location}: --device-map is not supported for GGUF files; use --device")

@@ -15,7 +15,9 @@ Three stages run in order, each on both models with the same inputs (PAPER ยง1โ€
 Each stage returns its frames (:mod:`mechit.pipeline.stages`); :func:`compare` writes every
 table once to ``DIR/<name>.parquet`` (atomic, :func:`mechit.store.write_table`) and hands
 the same frames to the findings and the report. A finished stage is recorded in
-``DIR/manifest.json`` (:class:`mechit.store.Manifest`) and skipped on a rerun, whose
+``DIR/manifest.json`` (:class:`mechit.store.Manifest`, keyed by the specs, the prompts'
+hash, the options and the fingerprints of both models' weights, so a rerun over replaced
+weights is refused) and skipped on a rerun, whose
 report then reads that stage's tables back once; attribution examples resume one by one
 through :mod:`mechit.store`. At the end ``DIR/summary.json`` (headline numbers, versions,
 models, seeds) and ``DIR/report.html`` are (re)written.
@@ -35,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mechit.models import load_pair
+from mechit.models import load_pair, weights_fingerprint
 from mechit.pipeline.checks import check_out_dir, check_specs, disk_full_error, load_records, parse_only
 from mechit.pipeline.context import SMALL_MODEL_PARAMETERS, STAGES, Context, Options, sha256
 from mechit.pipeline.progress import Progress
@@ -84,6 +86,8 @@ def compare(
     settings = {
         "base": base_spec,
         "tuned": tuned_spec,
+        "base_weights": weights_fingerprint(base_spec),  # None until a hub model is cached: matches any
+        "tuned_weights": weights_fingerprint(tuned_spec),
         "prompts_sha256": sha256(json.dumps(records, sort_keys=True, default=str)),
         "options": options.fingerprint(),
     }

@@ -43,6 +43,7 @@ from mechit.heads.similarity import (
     get_similarity,
     similarity_identity,
 )
+from mechit.models import weights_fingerprint
 from mechit.pipeline.context import Context
 from mechit.stats import compare_labels, compare_models
 from mechit.store import RecordStore
@@ -112,6 +113,7 @@ def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
     with _count_finished_examples(ctx, list(models)):
         examples, tokens = attribute_dataset(
             list(models), _prompt_records(ctx.records), ctx.out, response=o.response, loader=models.__getitem__,
+            fingerprints={name: weights_fingerprint(getattr(m, "mechit_spec", name)) for name, m in models.items()},
             max_new_tokens=o.max_new_tokens, chat_template=_chat(ctx), progress=ctx.progress,
         )
     summary = run_summary(examples)

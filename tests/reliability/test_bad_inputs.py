@@ -48,7 +48,35 @@ def models(tiny_dirs, tmp_path_factory):
     shutil.copytree(base, bad_config)
     (bad_config / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "hidden_size": ')
     return {"model": base, "tuned": tuned, "truncated_model": truncated, "bad_config_model": bad_config,
-            "gpt2": None, "_tiny_dirs": tiny_dirs}
+            "gpt2": None, "_tiny_dirs": tiny_dirs, **_checkpoint_mismatches(base, tiny_dirs("gpt2"), root)}
+
+
+def _checkpoint_mismatches(base: Path, gpt2: Path, root: Path) -> dict:
+    """Issue 20 family 1: copies of the tiny Llama whose weights are not what config.json says."""
+    from safetensors.torch import load_file, save_file
+
+    def variant(name: str, drop=(), add=None, config=None) -> Path:
+        path = root / name
+        shutil.copytree(base, path)
+        weights = {k: v for k, v in load_file(str(base / "model.safetensors")).items()
+                   if not any(k.startswith(d) for d in drop)}
+        save_file({**weights, **(add or {})}, str(path / "model.safetensors"), metadata={"format": "pt"})
+        if config is not None:
+            (path / "config.json").write_text(json.dumps(config(json.loads((base / "config.json").read_text()))))
+        return path
+
+    import torch
+
+    return {
+        "missing_tensors_model": variant("missing-tensors", drop=("model.layers.1.", "lm_head.")),
+        "missing_mlp_model": variant("missing-mlp", drop=("model.layers.1.mlp.", "lm_head.")),
+        "missing_norm_model": variant("missing-norm", drop=("model.norm.",)),
+        "unexpected_tensor_model": variant("unexpected-tensor", add={"model.layers.0.extra.weight": torch.zeros(2)}),
+        "other_arch_model": variant("other-arch", config=lambda c: json.loads((gpt2 / "config.json").read_text())),
+        "many_layers_model": variant("many-layers", config=lambda c: {**c, "num_hidden_layers": 100000}),
+        "fewer_layers_model": variant("fewer-layers", config=lambda c: {**c, "num_hidden_layers": 1}),
+        "wider_mlp_model": variant("wider-mlp", config=lambda c: {**c, "intermediate_size": c["intermediate_size"] * 2}),
+    }
 
 
 def _fill(arg: str, values: dict) -> str:

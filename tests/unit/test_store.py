@@ -92,7 +92,7 @@ def test_manifest_refuses_other_settings_and_keeps_finished_steps(tmp_path):
     with pytest.raises(InputError, match=r"other settings \(differs in: layers, model\)"):
         Manifest.open(path, {"model": "b", "layers": (0, 1)})
     path.write_text("{not json")
-    with pytest.raises(InputError, match="unreadable manifest"):
+    with pytest.raises(InputError, match=r"manifest\.json: corrupt settings file of a run .*; delete it and rerun"):
         Manifest.open(path, {"model": "a", "layers": (0, 2)})
 
 
