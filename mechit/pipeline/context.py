@@ -1,7 +1,7 @@
 """What every stage of ``mechit compare`` sees: the options of a comparison and the run context.
 
 >>> STAGES
-('attribution', 'heads', 'ffn')
+('attribution', 'faithfulness', 'heads', 'ffn')
 >>> Options().fingerprint()["n_words"]
 3000
 """
@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from mechit.models import ModelPair
 
-STAGES = ("attribution", "heads", "ffn")
+STAGES = ("attribution", "faithfulness", "heads", "ffn")
 SMALL_MODEL_PARAMETERS = 20_000_000
 
 
@@ -41,7 +43,9 @@ class Options:
     the organism, else ``n_words`` frequent English words). ``threads``: torch threads
     during the run; None = 1 for models under :data:`SMALL_MODEL_PARAMETERS` parameters
     (their matrices are too small to gain from threads, and extra threads on a busy
-    machine slow them down many times), else torch's default.
+    machine slow them down many times), else torch's default. ``ablation``: how the
+    faithfulness stage ablates a part of the prompt ("remove", "mask" or "mean", see
+    :func:`mechit.attribution.ablation.ablate`).
     """
 
     max_new_tokens: int = 32
@@ -57,6 +61,7 @@ class Options:
     head_layer_group: int | None = None
     ffn_layer_group: int = 4
     n_attention_heads: int = 4
+    ablation: str = "remove"
     seed: int = 0
     threads: int | None = None
 
@@ -74,6 +79,8 @@ class Context:
     """What every stage sees: the loaded pair, the prompt records, options and DIR.
 
     Stages reach the two models through ``pair.run(analysis, ...)`` (:meth:`ModelPair.run`).
+    ``tables`` holds the tables of the stages already run or read back (``{name: frame}``):
+    a stage that builds on another's tables reads them there.
     """
 
     pair: ModelPair
@@ -84,3 +91,4 @@ class Context:
     tick: Callable[[str], None] = field(default=lambda label: None)
     advance: Callable[[float], None] = field(default=lambda units: None)
     progress: bool = True
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
