@@ -91,7 +91,8 @@ def faithfulness_verdict(faithfulness: dict, attribution: dict) -> tuple[bool | 
     if same_direction and not weak:
         return True, "The gradient view and the causal view agree on this pair."
     if not same_direction:
-        reason = "they rank the two models differently (or one sees no difference)"
+        reason = ("they rank the two models differently" if causal and gradient
+                  else "one of them sees no difference between the two models")
         if weak:
             reason += f", and they do not agree example by example in the {' and '.join(weak)} model"
         return False, f"The gradient view and the causal view disagree on this pair: {reason}."
