@@ -215,12 +215,15 @@ def inseq_peer(model):
     explainer = inseq.load_model(model.original_model, "input_x_gradient", tokenizer=tokenizer)
     if explainer.default_attributed_fn_id != "probability":
         raise PeerError(f"inseq attributes {explainer.default_attributed_fn_id!r}, not 'probability'")
-    bos = 1 if tokenizer.bos_token_id is not None else 0
+    bos = tokenizer.bos_token_id
+    # inseq encodes text with the tokenizer's special tokens: leave the BOS to a tokenizer that adds it,
+    # else keep it in the decoded text (the benchmark puts it before the prompt itself)
+    start = 1 if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else 0
 
     def run(ids, prompt_positions, response_positions):
         first = int(response_positions[0])
-        prompt = tokenizer.decode(ids[bos:first])
-        whole = tokenizer.decode(ids[bos:])
+        prompt = tokenizer.decode(ids[start:first])
+        whole = tokenizer.decode(ids[start:])
         out = explainer.attribute(prompt, whole, show_progress=False, skip_special_tokens=False)
         result = out.sequence_attributions[0]
         seen = [token.id for token in result.target]
