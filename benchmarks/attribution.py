@@ -14,13 +14,33 @@ Runs, in order:
    full-vocabulary logits at every position, then ``p_j.backward()`` per response token,
    which also fills every parameter's ``.grad`` as the released code does);
 4. unless ``--no-extra``: the same loop computing only the embedding gradient, a fairer
-   baseline printed for information.
+   baseline printed for information;
+5. unless ``--no-peers``, the peer libraries on the same model (the Hugging Face module
+   inside the bridge, ``model.original_model``), token ids and response:
+   - captum 0.9: ``InputXGradient`` on the input embeddings with the teacher-forced
+     probability ``p_j`` of each response token as the target (one ``attribute`` call per
+     response token), summed over ``d_model``: the same quantity as mechit's ``raw``;
+   - inseq 0.7: ``input_x_gradient`` with forced decoding of the given response
+     (``attribute(prompt_text, prompt_text + response_text)``, the texts decoded from the
+     token ids and checked to re-encode to the same ids), ``target_attributions`` summed
+     over ``d_model``. inseq's attributed function is by default ``"probability"``
+     (``AttributionModel.default_attributed_fn_id``), so its matrix is ``p_j``'s gradient
+     × input as well and needs no conversion (a log-probability target would be
+     multiplied by ``p_j``: dp = p · d log p).
+   For each peer: its best time, the ratio of its time to mechit's new path's, and the
+   largest absolute difference of its matrix from mechit's, relative to mechit's largest
+   entry. inseq 0.7 pins ``typeguard<=2.13.3`` against TransformerLens's ``>=4.2`` (neither
+   imports it at run time): install it beside mechit with
+   ``pip install --no-deps inseq==0.7.1 treescope`` (its other requirements are mechit's
+   or are never imported). A peer that cannot run is reported in one line instead.
 
-Steps 2-4 run interleaved ``--repeats`` times (default 2) and the best time of each is
+Steps 2-5 run interleaved ``--repeats`` times (default 2) and the best time of each is
 kept: the first run at a new size pays one-time costs, and a shared machine's load
 changes from minute to minute. Prints the times, their ratio, the new path's achieved GFLOP/s as a share of the matmul
 peak (FLOPs counted analytically, see docs/benchmarks.md), peak RSS and the maximum
-relative difference; the last line is one JSON object.
+relative difference; the last line is one JSON object, with ``"peers": {"captum":
+{"seconds", "ratio", "max_rel_diff"}, "inseq": {...}}`` (``{"error": "..."}`` for a peer
+that cannot run).
 
 Memory is resident set size in MB (10^6 bytes), read from the kernel (``VmHWM``):
 
@@ -153,6 +173,78 @@ def product_rows(model, response_positions, chunk: int, group: int) -> tuple[lis
     return rows, True, ATTENTION_PARTS
 
 
+class PeerError(Exception):
+    """A peer library cannot run here, or not like for like; the message is one line."""
+
+
+def captum_peer(model):
+    """``run(ids, prompt_positions, response_positions) -> [n, m]``: captum's InputXGradient of
+    each response token's teacher-forced probability, summed over d_model."""
+    try:
+        from captum.attr import InputXGradient
+    except ImportError as error:
+        raise PeerError(f"captum is not installed ({error})") from error
+    import torch
+
+    hf = model.original_model  # the Hugging Face module the bridge wraps: the same weights
+
+    def run(ids, prompt_positions, response_positions):
+        targets, rows = ids[response_positions], torch.arange(len(response_positions))
+
+        def probabilities(embedded):  # (1, seq, d) -> (1, m)
+            logits = hf(inputs_embeds=embedded).logits[0, response_positions - 1]
+            return torch.softmax(logits.float(), -1)[rows, targets][None]
+
+        embedded = hf.get_input_embeddings()(ids[None]).detach().requires_grad_()
+        explainer = InputXGradient(probabilities)
+        columns = [explainer.attribute(embedded, target=j)[0, prompt_positions].sum(-1)
+                   for j in range(len(response_positions))]
+        return torch.stack(columns, dim=1).detach()
+
+    return run
+
+
+def inseq_peer(model):
+    """``run(ids, prompt_positions, response_positions) -> [n, m]``: inseq's input_x_gradient of
+    the response forced-decoded after the prompt (probability target), summed over d_model."""
+    try:
+        import inseq
+    except ImportError as error:
+        raise PeerError(f"inseq is not installed ({error}): pip install --no-deps inseq==0.7.1 treescope") from error
+    tokenizer = model.tokenizer
+    explainer = inseq.load_model(model.original_model, "input_x_gradient", tokenizer=tokenizer)
+    if explainer.default_attributed_fn_id != "probability":
+        raise PeerError(f"inseq attributes {explainer.default_attributed_fn_id!r}, not 'probability'")
+    bos = tokenizer.bos_token_id
+    # inseq encodes text with the tokenizer's special tokens: leave the BOS to a tokenizer that adds it,
+    # else keep it in the decoded text (the benchmark puts it before the prompt itself)
+    start = 1 if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else 0
+
+    def run(ids, prompt_positions, response_positions):
+        first = int(response_positions[0])
+        prompt = tokenizer.decode(ids[start:first])
+        whole = tokenizer.decode(ids[start:])
+        out = explainer.attribute(prompt, whole, show_progress=False, skip_special_tokens=False)
+        result = out.sequence_attributions[0]
+        seen = [token.id for token in result.target]
+        if seen != ids.tolist():
+            raise PeerError("inseq re-encodes the decoded prompt and response into other token ids than mechit's")
+        return result.target_attributions.sum(-1)[prompt_positions].detach()  # (n, m)
+
+    return run
+
+
+def rel_diff(peer, ours) -> float:
+    """Largest absolute difference of ``peer`` from ``ours``, relative to ``ours``' largest entry."""
+    return float((peer.double() - ours.double()).abs().max() / ours.double().abs().max())
+
+
+def one_line(error: Exception) -> str:
+    """An exception as one line of text for the JSON."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
 def matmul_peak(m: int, k: int, n: int, repeats: int = 5) -> float:
     """Best GFLOP/s of a fp32 (m x k) @ (k x n) matmul."""
     import torch
@@ -175,6 +267,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-extra", action="store_true", help="skip the input-gradient-only loop")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best time of each is kept")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries (captum, inseq)")
     args = parser.parse_args()
 
     import torch
@@ -224,6 +317,16 @@ def main() -> None:
     if rows is not None:
         print(f"backward products over {sum(rows) / len(rows):.1f} positions on average (of {seq})"
               + (f"; the last block from one position; attention in {parts} query parts" if one_row_last else ""))
+    peers, peer_errors = {}, {}
+    for name, make in ([] if args.no_peers else [("captum", captum_peer), ("inseq", inseq_peer)]):
+        try:
+            peers[name] = make(model)
+            peers[name](short, prompt_positions[:8], torch.arange(len(bos) + 8, len(short)))  # warm-up
+        except Exception as error:  # noqa: BLE001 - a peer that cannot run is reported, the benchmark goes on
+            peers.pop(name, None)
+            peer_errors[name] = one_line(error)
+    peer_times = dict.fromkeys(peers, float("inf"))
+    peer_diffs = {}
     t_new = t_ref = t_loop = float("inf")
     peak_rss = 0.0
     for round_ in range(1, args.repeats + 1):  # interleaved; the best of each is reported
@@ -247,6 +350,19 @@ def main() -> None:
             t = time.perf_counter() - start
             t_loop = min(t_loop, t)
             print(f"[{round_}] loop, input grads: {t:8.2f} s  (per-token autograd.grad w.r.t. embeddings only)")
+        for name in list(peers):
+            start = time.perf_counter()
+            try:
+                matrix = peers[name](ids, prompt_positions, response_positions)
+            except Exception as error:  # noqa: BLE001 - reported in the JSON
+                peers.pop(name)
+                peer_errors[name] = one_line(error)
+                print(f"[{round_}] {name}: cannot run: {peer_errors[name]}")
+                continue
+            t = time.perf_counter() - start
+            peer_times[name] = min(peer_times[name], t)
+            peer_diffs[name] = rel_diff(matrix, new)
+            print(f"[{round_}] {name + ':':<18}{t:8.2f} s  (max relative difference from mechit {peer_diffs[name]:.2e})")
     achieved = flops / t_new / 1e9
     again = matmul_peak(chunk * seq, model.cfg.d_model, model.cfg.d_mlp, repeats=10)
     print(f"matmul peak again after the runs: {again:.1f} GFLOP/s; the higher of the two is used")
@@ -259,10 +375,17 @@ def main() -> None:
     print(f"speedup vs paper procedure: {t_ref / t_new:.2f}x; max relative difference {max_rel:.2e}; "
           f"peak RSS {peak_rss:.0f} MB during the new path, {process_peak:.0f} MB for the whole process "
           "(loading and the reference's weight gradients included)")
+    peer_json = {name: {"seconds": round(peer_times[name], 3), "ratio": round(peer_times[name] / t_new, 3),
+                        "max_rel_diff": peer_diffs[name]} for name in peers}
+    peer_json.update({name: {"error": message} for name, message in peer_errors.items()})
+    for name, numbers in peer_json.items():
+        print(f"peer {name}: " + ("cannot run: " + numbers["error"] if "error" in numbers else
+                                  f"{numbers['seconds']:.2f} s, {numbers['ratio']:.2f}x mechit's time, "
+                                  f"max relative difference {numbers['max_rel_diff']:.2e}"))
     print(json.dumps({"speedup": round(t_ref / t_new, 3), "peak_share": round(achieved / peak, 3),
                       "peak_rss_mb": round(peak_rss, 1), "process_peak_rss_mb": round(process_peak, 1),
                       "max_rel_diff": max_rel,
-                      "model": Path(spec).name, "n_prompt": n, "n_response": m}))
+                      "model": Path(spec).name, "n_prompt": n, "n_response": m, "peers": peer_json}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     """Add the ``compare`` subcommand."""
     p = subparsers.add_parser(
         "compare", help="what did instruction tuning change? all analyses on a pair, tables and an HTML report",
-        description="Attribution, attention heads and FFN concepts on both models of a pair; writes DIR/*.parquet, "
+        description="Attribution (with its causal ablation check), attention heads and FFN concepts on both models of a pair; writes DIR/*.parquet, "
                     "DIR/summary.json and a self-contained DIR/report.html. Resumable: a rerun skips finished "
                     "stages and examples.",
     )
@@ -27,11 +27,13 @@ def register(subparsers) -> None:
                    help="prompt set with instruction spans (.jsonl or the paper's .tsv); default: the organism's "
                         "held-out prompts, or mechit's English instruction set for other pairs")
     p.add_argument("--out", metavar="DIR", default="mechit-compare", help="output directory (default: %(default)s)")
-    p.add_argument("--only", metavar="STAGES", help="comma-separated stages: attribution,heads,ffn (default: all)")
+    p.add_argument("--only", metavar="STAGES", help="comma-separated stages: attribution,faithfulness,heads,ffn (default: all; faithfulness needs attribution)")
     p.add_argument("--response", choices=["generate", "reference"], default="generate",
                    help="attribute each model's own greedy response (default), or the prompts' reference responses "
                         "(the same text for both models; generated where a prompt has none)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="length limit of generated responses")
+    p.add_argument("--ablation", choices=["remove", "mask", "mean"], default="remove",
+                   help="how the faithfulness stage ablates the instruction or the context (default: %(default)s)")
     p.add_argument("--words", type=int, default=PAPER_VOCABULARY, metavar="N",
                    help="frequent English words for heads and FFN (non-organism pairs), with the 38 instruction "
                         "verbs and 3000 general verbs always added; head K in the paper's ratio, 100 per 26,500 "
@@ -50,7 +52,8 @@ def run(args) -> int:
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--words", args.words)):
         if value < 1:  # checked here: the stage that uses it may start after an hour of attribution
             raise InputError(f"{flag} {value}: must be at least 1")
-    options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response)
+    options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response,
+                      ablation=args.ablation)
     path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
                    report=not args.no_report, **loading_kwargs(args))
     print(f"report: {path}" if path.suffix == ".html" else f"tables: {path}", file=sys.stdout)

@@ -3,7 +3,7 @@
 
 >>> from mechit.pipeline import STAGES
 >>> STAGES
-('attribution', 'heads', 'ffn')
+('attribution', 'faithfulness', 'heads', 'ffn')
 """
 
 from mechit.pipeline.run import STAGES, Options, compare

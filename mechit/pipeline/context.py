@@ -1,7 +1,7 @@
 """What every stage of ``mechit compare`` sees: the options of a comparison and the run context.
 
 >>> STAGES
-('attribution', 'heads', 'ffn')
+('attribution', 'faithfulness', 'heads', 'ffn')
 >>> Options().fingerprint()["n_words"]
 26500
 """
@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from mechit.data.wordlists import PAPER_VOCABULARY
 from mechit.models import ModelPair
 
-STAGES = ("attribution", "heads", "ffn")
+STAGES = ("attribution", "faithfulness", "heads", "ffn")
 SMALL_MODEL_PARAMETERS = 20_000_000
 
 
@@ -47,7 +49,9 @@ class Options:
     for both models (MiniLM when installed, else the base model's embeddings). ``threads``: torch threads
     during the run; None = 1 for models under :data:`SMALL_MODEL_PARAMETERS` parameters
     (their matrices are too small to gain from threads, and extra threads on a busy
-    machine slow them down many times), else torch's default.
+    machine slow them down many times), else torch's default. ``ablation``: how the
+    faithfulness stage ablates a part of the prompt ("remove", "mask" or "mean", see
+    :func:`mechit.attribution.ablation.ablate`).
     """
 
     max_new_tokens: int = 32
@@ -64,6 +68,7 @@ class Options:
     ffn_layer_group: int = 4
     label_seeds: int = 5
     n_attention_heads: int = 4
+    ablation: str = "remove"
     seed: int = 0
     threads: int | None = None
 
@@ -81,6 +86,8 @@ class Context:
     """What every stage sees: the loaded pair, the prompt records, options and DIR.
 
     Stages reach the two models through ``pair.run(analysis, ...)`` (:meth:`ModelPair.run`).
+    ``tables`` holds the tables of the stages already run or read back (``{name: frame}``):
+    a stage that builds on another's tables reads them there.
     """
 
     pair: ModelPair
@@ -91,3 +98,4 @@ class Context:
     tick: Callable[[str], None] = field(default=lambda label: None)
     advance: Callable[[float], None] = field(default=lambda units: None)
     progress: bool = True
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)

@@ -1,10 +1,14 @@
 """``mechit compare``: every analysis on a base/tuned pair, written as tables, a summary and a report.
 
-Three stages run in order, each on both models with the same inputs (PAPER §1–3):
+Four stages run in order, each on both models with the same inputs (PAPER §1–3):
 
 - ``attribution``: gradient × input attribution of every prompt for both models, the
   instruction scores and the tuned-vs-base statistics (:mod:`mechit.attribution.dataset`,
   :mod:`mechit.stats`);
+- ``faithfulness``: causal ablation of each prompt's instruction and context on the
+  attributed responses, and its agreement with the gradient view
+  (:mod:`mechit.attribution.ablation`, :mod:`mechit.attribution.agreement`; it needs the
+  attribution stage's tables);
 - ``heads``: per-head QK word pairs for both models, the instruction-verb shift, the
   instruction attention mass and the attention patterns of the heads that changed most
   (:mod:`mechit.heads.pairs`, :mod:`mechit.heads.shift`, :mod:`mechit.heads.attention`);
@@ -37,13 +41,33 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from mechit.attribution.ablation import HOWS
+from mechit.errors import InputError
 from mechit.models import load_pair, weights_fingerprint
-from mechit.pipeline.checks import check_out_dir, check_specs, disk_full_error, load_records, parse_only
-from mechit.pipeline.context import SMALL_MODEL_PARAMETERS, STAGES, Context, Options, sha256
+from mechit.pipeline.checks import (
+    check_out_dir,
+    check_specs,
+    disk_full_error,
+    load_records,
+    parse_only,
+)
+from mechit.pipeline.context import (
+    SMALL_MODEL_PARAMETERS,
+    STAGES,
+    Context,
+    Options,
+    sha256,
+)
 from mechit.pipeline.progress import Progress
 from mechit.pipeline.stages import STAGE_RUNNERS, stage_plan
 from mechit.pipeline.summary import build_summary
-from mechit.store import Manifest, read_tables, remove_stale_temporaries, write_json, write_table
+from mechit.store import (
+    Manifest,
+    read_tables,
+    remove_stale_temporaries,
+    write_json,
+    write_table,
+)
 from mechit.views.report import write_report
 
 MANIFEST = "manifest.json"
@@ -93,6 +117,7 @@ def compare(
     }
     manifest = Manifest.open(out / MANIFEST, settings)
     todo = [s for s in stages if not manifest.done(s)]
+    check_stage_inputs(todo, manifest, options)
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
     bar = Progress(enabled=progress)
@@ -104,11 +129,11 @@ def compare(
         torch.set_num_threads(_run_threads(pair.base, options.threads, threads_before))
         cfg = pair.base.cfg
         bar.start([w for stage in todo for w in stage_plan(stage, len(records), cfg.n_layers, cfg.n_heads)] + [1])
-        ctx = Context(pair=pair, records=records, options=options, out=out, organism=organism, tick=bar.tick,
-                      advance=bar.advance, progress=progress)
-        # the tables of stages an earlier run finished, read once for the summary and the report
+        # the tables of stages an earlier run finished, read once for later stages, the summary and the report
         tables = read_tables(out, [t for s in STAGES if manifest.done(s) and s not in todo
                                    for t in manifest.finished[s]["tables"]])
+        ctx = Context(pair=pair, records=records, options=options, out=out, organism=organism, tick=bar.tick,
+                      advance=bar.advance, progress=progress, tables=tables)
         for stage in todo:
             bar.stage(stage)
             tables.update(_run_stage(stage, ctx, manifest))
@@ -130,6 +155,23 @@ def compare(
         bar.close()
         torch.set_num_threads(threads_before)
     return out
+
+
+def check_stage_inputs(todo: Sequence[str], manifest: Manifest, options: Options) -> None:
+    """Refuse, before any model loads, a run whose stages lack their inputs: the faithfulness
+    stage needs the attribution stage (run now or finished in DIR) and a known ablation mode.
+
+    >>> check_stage_inputs(["faithfulness"], Manifest("m.json", {}, {}), Options())
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: --only faithfulness needs the attribution stage's tables: add attribution to --only
+    """
+    if "faithfulness" not in todo:
+        return
+    if "attribution" not in todo and not manifest.done("attribution"):
+        raise InputError("--only faithfulness needs the attribution stage's tables: add attribution to --only")
+    if options.ablation not in HOWS:
+        raise InputError(f"ablation must be one of {', '.join(HOWS)}, not {options.ablation!r}")
 
 
 def _run_stage(stage: str, ctx: Context, manifest: Manifest) -> dict[str, pd.DataFrame]:

@@ -19,13 +19,19 @@ True
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from mechit.attribution.ablation import COLUMNS as ABLATION_COLUMNS
+from mechit.attribution.ablation import ablate_prompts
+from mechit.attribution.agreement import agreement, gradient_vs_ablation
 from mechit.attribution.dataset import attribute_dataset, run_summary
 from mechit.data.prompts import PromptRecord
 from mechit.ffn.concepts import ffn_concepts
@@ -43,7 +49,7 @@ from mechit.heads.similarity import (
     get_similarity,
     similarity_identity,
 )
-from mechit.models import weights_fingerprint
+from mechit.models import tag_model, weights_fingerprint
 from mechit.pipeline.context import Context
 from mechit.stats import compare_labels, compare_models
 from mechit.store import RecordStore
@@ -159,6 +165,50 @@ def _prompt_records(records: list[dict]) -> list[PromptRecord]:
     return [PromptRecord(**{k: r[k] for k in fields if k in r},
                          instruction_spans=tuple(tuple(s) for s in r.get("instruction_spans") or ()))
             for r in records]
+
+
+# ---------------------------------------------------------------------------- faithfulness
+
+
+def run_faithfulness(ctx: Context) -> dict[str, pd.DataFrame]:
+    """Causal ablation beside the gradient: does each model's response depend on the part of
+    the prompt that gradient × input says it does?
+
+    Reads the attribution stage's tables (``ctx.tables``). For each model and each example
+    it scored, :func:`mechit.attribution.ablation.ablate_prompts` ablates the instruction
+    and the context (``Options.ablation``: "remove", "mask" or "mean") on the same response
+    the attribution used (the model's own greedy response by default), resumable per
+    example (records under ``DIR/ablation``). Tables (:mod:`mechit.attribution.agreement`):
+    faithfulness_examples (both views per example) and faithfulness_summary (per model:
+    mean instruction and context effects, Spearman rank correlation of instruction score
+    and instruction effect, share of examples where both views name the same part).
+    """
+    examples = ctx.tables["attribution_examples"]
+    ablation = pd.concat([tag_model(_ablate_resumably(ctx, name, model, examples), name) for name, model in ctx.pair],
+                         ignore_index=True)
+    per_example = gradient_vs_ablation(examples, ctx.tables["attribution_tokens"], ablation)
+    summary = agreement(per_example)
+    ctx.tick("agreement")
+    return {"faithfulness_examples": per_example, "faithfulness_summary": summary}
+
+
+def _ablate_resumably(ctx: Context, name: str, model, examples: pd.DataFrame) -> pd.DataFrame:
+    """:func:`ablate_prompts` of model ``name`` on the examples its attribution scored, each
+    on the attributed response; one stored record per example (a rerun skips finished ones)."""
+    store = RecordStore(ctx.out / "ablation")
+    scored = examples[(examples["model"] == name) & (examples["status"] == "ok")]
+    responses = dict(zip(scored["id"], scored["response"]))
+    records = [dataclasses.replace(r, response=responses[r.id]) for r in _prompt_records(ctx.records)
+               if r.id in responses]
+    for record in tqdm(records, desc=f"ablate {name}", unit="ex", file=sys.stderr, disable=not ctx.progress):
+        if not store.done(name, record.id):
+            frame = ablate_prompts(model, [record], how=ctx.options.ablation, chat_template=_chat(ctx),
+                                   progress=False)
+            store.write(name, record.id, {"rows": frame.to_dict("records")})
+        ctx.advance(1)
+    ctx.tick(f"ablation {name}")
+    rows = [row for record in records for row in store.read(name, record.id)["rows"]]
+    return pd.DataFrame(rows, columns=["id", "group", "error", *ABLATION_COLUMNS])
 
 
 # ---------------------------------------------------------------------------- heads
@@ -302,6 +352,7 @@ def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
 
 STAGE_RUNNERS: dict[str, Callable[[Context], dict[str, pd.DataFrame]]] = {
     "attribution": run_attribution,
+    "faithfulness": run_faithfulness,
     "heads": run_heads,
     "ffn": run_ffn,
 }
@@ -312,7 +363,8 @@ def stage_plan(stage: str, n_records: int, n_layers: int, n_heads: int) -> list[
 
     The unit is roughly one attributed example; the weights only shape the ETA of the
     overall bar (measured on the organism: an example, one head's pairs and 1/3 of a
-    prompt's attention pass cost about the same).
+    prompt's attention pass cost about the same; ablating an example's two parts costs
+    0.4 of attributing it with a generated response).
 
     >>> stage_plan("attribution", n_records=10, n_layers=4, n_heads=8)
     [20, 1]
@@ -320,6 +372,7 @@ def stage_plan(stage: str, n_records: int, n_layers: int, n_heads: int) -> list[
     heads = n_layers * n_heads
     plans = {
         "attribution": [2 * n_records, 1],
+        "faithfulness": [0.4 * n_records, 0.4 * n_records, 1],
         "heads": [heads, heads, 1, 0.3 * n_records, 1],
         "ffn": [2 * n_layers, 2 * n_layers, 1, 2 * n_layers],
     }

@@ -15,6 +15,7 @@ from mechit.arch.weights import describe
 from mechit.models import ModelPair
 from mechit.pipeline.context import STAGES, Options
 from mechit.store import Manifest
+from mechit.views.faithfulness import faithfulness_headline
 from mechit.views.findings import head_settings, headline
 
 PACKAGES = ("mechit", "torch", "transformer-lens", "transformers", "pandas", "numpy", "scipy")
@@ -59,4 +60,5 @@ def build_summary(tables: dict[str, pd.DataFrame], manifest: Manifest, pair: Mod
         "run_seconds": round(run_seconds, 1),
         "stage_seconds_total": round(sum(stage["seconds"] for stage in finished.values()), 1),
         **headline(tables),
+        "faithfulness": faithfulness_headline(tables),
     }

@@ -4,7 +4,8 @@
 summary (``summary.json``, :mod:`mechit.pipeline.summary`), as
 :func:`mechit.pipeline.compare` makes them, and writes ``DIR/report.html``; it never runs
 a model. The page opens with the three findings of the paper as measured on this pair
-(numbers and a plain verdict), then the figures (:mod:`mechit.views.figures`):
+(numbers and a plain verdict), then whether gradient × input agrees with causal ablation
+(:mod:`mechit.views.faithfulness`), then the figures (:mod:`mechit.views.figures`):
 
 - ``fig-scores``: instruction-score distributions per prompt group, base vs tuned;
 - ``fig-density``: example prompts coloured by importance density, both models;
@@ -32,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from mechit.store import atomic_path
+from mechit.views.faithfulness import faithfulness_section
 from mechit.views.figures import FIGURES, circuitsvis_bundle, figures
 
 # any src/href/import/url() that would make the browser fetch from the network
@@ -145,6 +147,7 @@ def render_report(tables: dict[str, pd.DataFrame], summary: dict) -> str:
         f"<title>{html.escape(title)}</title><style>{CSS}</style>{bundle}</head><body>"
         f"<h1>{html.escape(title)}</h1>{_meta_html(summary)}"
         f'<section id="findings"><h2>What instruction tuning changed</h2>{_findings_html(summary)}</section>'
+        f"{faithfulness_section(summary)}"
         f'<h2>Figures</h2>{"".join(sections)}'
         f'<h2>Tables</h2><p class="meta">In this directory: {html.escape(", ".join(names) or "none")}, '
         "summary.json.</p></body></html>\n"

@@ -25,6 +25,7 @@ FAST = dict(max_new_tokens=6, n_words=400, concept_top_k=8, head_top_k=30, n_att
 
 ALL_TABLES = {
     "attribution_examples", "attribution_tokens", "attribution_stats",
+    "faithfulness_examples", "faithfulness_summary",
     "head_pairs", "head_shift", "head_shift_overall", "head_changes", "instruction_attention",
     "attention_patterns", "attention_tokens",
     "ffn_concepts", "ffn_labels", "ffn_label_proportions", "ffn_label_table", "ffn_rotation", "ffn_angles",
@@ -97,7 +98,71 @@ def test_summary_holds_headline_versions_models_seeds(run):
     assert summary["models"]["base"]["spec"].endswith("llama")
     assert summary["seeds"]["torch"] == 0
     assert summary["prompts"]["n"] == N_PROMPTS
-    assert set(summary["stages"]) == {"attribution", "heads", "ffn"}
+    assert set(summary["stages"]) == {"attribution", "faithfulness", "heads", "ffn"}
+
+
+def test_faithfulness_tables_hold_both_views_of_every_scored_example(run):
+    examples = pd.read_parquet(run / "attribution_examples.parquet")
+    faith = pd.read_parquet(run / "faithfulness_examples.parquet")
+    scored = examples[examples["status"] == "ok"]
+    assert len(faith) == len(scored) and set(zip(faith["model"], faith["id"])) == set(zip(scored["model"], scored["id"]))
+    assert faith["error"].isna().all() and (faith["how"] == "remove").all()
+    assert faith[["instruction_effect", "context_effect", "instruction_mass", "context_mass"]].notna().all().all()
+    merged = faith.merge(scored, on=["model", "id"], suffixes=("", "_attr"))
+    assert (merged["instruction_score"] == merged["instruction_score_attr"]).all()
+    tokens = pd.read_parquet(run / "attribution_tokens.parquet")
+    first = tokens[(tokens["model"] == "tuned") & (tokens["id"] == faith["id"].iloc[0])]
+    row = faith[(faith["model"] == "tuned") & (faith["id"] == faith["id"].iloc[0])].iloc[0]
+    assert row["instruction_mass"] == pytest.approx(first.loc[first["in_instruction"], "density"].sum())
+    assert row["context_mass"] == pytest.approx(first.loc[~first["in_instruction"], "density"].sum())
+    table = pd.read_parquet(run / "faithfulness_summary.parquet")
+    assert table["model"].tolist() == ["base", "tuned"] and table["n"].tolist() == [N_PROMPTS, N_PROMPTS]
+
+
+def test_faithfulness_ablation_is_the_one_of_the_attributed_response(run, pair_dirs):
+    """The stage's effects are those of ``mechit.ablate`` on the response the attribution used."""
+    from mechit.attribution.ablation import ablate
+    from mechit.models import load_model
+
+    examples = pd.read_parquet(run / "attribution_examples.parquet").set_index(["model", "id"])
+    faith = pd.read_parquet(run / "faithfulness_examples.parquet")
+    prompts = pd.read_parquet(run / "attribution_prompts.parquet").set_index("id")
+    model = load_model(pair_dirs[1])
+    row = faith[faith["model"] == "tuned"].iloc[0]
+    frame = ablate(model, prompts.loc[row["id"], "prompt"], examples.loc[("tuned", row["id"]), "response"],
+                   instruction_spans=[tuple(s) for s in prompts.loc[row["id"], "instruction_spans"]],
+                   chat_template=True)  # the tiny tokenizers have one, so compare renders prompts with it
+    totals = frame.groupby("part")["total_effect"].first()
+    assert row["instruction_effect"] == totals["instruction"] and row["context_effect"] == totals["context"]
+
+
+def test_summary_faithfulness_equals_a_direct_computation_from_the_tables(run):
+    from scipy.stats import spearmanr
+
+    summary = json.loads((run / "summary.json").read_text())["faithfulness"]
+    faith = pd.read_parquet(run / "faithfulness_examples.parquet")
+    assert set(summary) == {"base", "tuned"}
+    for model, numbers in summary.items():
+        rows = faith[faith["model"] == model]
+        assert numbers["n"] == len(rows) == N_PROMPTS
+        assert numbers["how"] == "remove"
+        assert numbers["instruction_effect"] == pytest.approx(rows["instruction_effect"].mean(), rel=1e-12)
+        assert numbers["context_effect"] == pytest.approx(rows["context_effect"].mean(), rel=1e-12)
+        rho, p = spearmanr(rows["instruction_score"], rows["instruction_effect"])
+        assert numbers["rank_correlation"] == pytest.approx(rho, rel=1e-12)
+        assert numbers["rank_p_value"] == pytest.approx(p, rel=1e-12)
+        gradient = (rows["instruction_mass"] > rows["context_mass"]).map({True: "instruction", False: "context"})
+        causal = (rows["instruction_effect"] > rows["context_effect"]).map({True: "instruction", False: "context"})
+        assert numbers["same_part_share"] == pytest.approx((gradient == causal).mean(), rel=1e-12)
+
+
+def test_faithfulness_needs_the_attribution_stage(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    _no_load(monkeypatch)
+    with pytest.raises(InputError, match="needs the attribution stage"):
+        compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "o", only="faithfulness", progress=False)
+    with pytest.raises(InputError, match="ablation must be one of remove, mask, mean, not 'zero'"):
+        compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "p", options=Options(ablation="zero"),
+                progress=False)
 
 
 def test_report_is_offline_and_opens_with_numbers(run):
@@ -112,6 +177,11 @@ def test_report_is_offline_and_opens_with_numbers(run):
     assert page.count("data:image/png;base64,") >= 4
     assert 'class="missing"' not in page
     assert page.count("CircuitsVis.render(") == 2  # base and tuned attention views
+    section = page[page.index('<section id="faithfulness">'):page.index("<h2>Figures")]
+    summary = json.loads((run / "summary.json").read_text())
+    tuned = summary["faithfulness"]["tuned"]
+    assert f"{tuned['instruction_effect']:+.3g} for tuned" in section
+    assert f"n = {N_PROMPTS}" in section and "The gradient view and the causal view" in section
 
 
 def test_rerun_skips_finished_stages(run, pair_dirs, prompts_file, monkeypatch):
@@ -190,6 +260,35 @@ def test_interrupted_attribution_resumes_per_example(pair_dirs, prompts_file, tm
     assert not set(done) & set(seen)
     assert len(done) + len(seen) == 2 * N_PROMPTS
     assert len(pd.read_parquet(out / "attribution_examples.parquet")) == 2 * N_PROMPTS
+
+
+def test_interrupted_faithfulness_resumes_per_example(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    """Examples ablated before a crash are not ablated again; the tables equal an uninterrupted run's."""
+    import mechit.pipeline.stages as stages_mod
+
+    out = tmp_path / "run"
+    real = stages_mod.ablate_prompts
+    seen = []
+
+    def crash_after_three(model, records, **kw):
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        seen.extend(r.id for r in records)
+        return real(model, records, **kw)
+
+    monkeypatch.setattr(stages_mod, "ablate_prompts", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,faithfulness", options=Options(**FAST),
+                progress=False)
+    done = len(seen)
+    seen.clear()
+    monkeypatch.setattr(stages_mod, "ablate_prompts", lambda model, records, **kw: seen.extend(r.id for r in records)
+                        or real(model, records, **kw))
+    compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,faithfulness", options=Options(**FAST),
+            progress=False, report=False)
+    assert done == 3 and len(seen) == 2 * N_PROMPTS - 3
+    faith = pd.read_parquet(out / "faithfulness_examples.parquet")
+    assert len(faith) == 2 * N_PROMPTS and faith["instruction_effect"].notna().all()
 
 
 # ---------------------------------------------------------------------------- bad input
