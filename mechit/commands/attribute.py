@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from mechit.commands.args import add_loading_options, loading_kwargs
+from mechit.commands.args import (MAX_LEVELS, add_loading_options, check_levels, finite_float, int_in,
+                                  loading_kwargs, non_negative_int, positive_int)
+
+MAX_BOOT = 1_000_000  # resamples: n_boot x n indices are drawn at once
 
 
 def register(subparsers) -> None:
@@ -36,15 +39,15 @@ def register(subparsers) -> None:
                                                            "(default: the --model spec)")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="length limit of generated responses")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128, help="length limit of generated responses")
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
     add_loading_options(p)
-    p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
+    p.add_argument("--memory-budget-mb", type=positive_int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
                    help="memory for one chunk of batched gradient products and the cotangents carried with "
                         "them (more: faster, up to a point)")
-    p.add_argument("-L", type=int, default=10, help="number of levels (paper: 10)")
-    p.add_argument("-b", type=int, default=7, help="levels <= b are dropped (paper: 7)")
-    p.add_argument("-p", type=float, default=4, help="density norm (paper: 4)")
+    p.add_argument("-L", type=int_in(1, MAX_LEVELS), default=10, help="number of levels (paper: 10)")
+    p.add_argument("-b", type=non_negative_int, default=7, help="levels <= b are dropped (paper: 7)")
+    p.add_argument("-p", type=finite_float(min=1), default=4, help="density norm, at least 1 (paper: 4)")
     p.set_defaults(run=run_attribute)
 
     s = subparsers.add_parser(
@@ -54,7 +57,7 @@ def register(subparsers) -> None:
     s.add_argument("dir", metavar="DIR", help="output directory of `mechit attribute`")
     s.add_argument("--base", metavar="SPEC", help="base model spec (default: the first --model of the run)")
     s.add_argument("--tuned", metavar="SPEC", help="tuned model spec (default: the second --model of the run)")
-    s.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    s.add_argument("--n-boot", type=int_in(1, MAX_BOOT), default=10_000, help="bootstrap resamples")
     s.set_defaults(run=run_stats)
 
 
@@ -68,16 +71,10 @@ def run_attribute(args) -> int:
     from mechit.data.prompts import read_prompts
     from mechit.errors import InputError
     from mechit.models import load_model
+    from mechit.outdir import check_out_dir
 
-    if not (args.L >= 1 and 0 <= args.b < args.L):
-        raise InputError(f"-b {args.b} must be in 0..L-1 (-L {args.L}); levels <= b are dropped")
-    if args.p <= 0:
-        raise InputError(f"-p {args.p}: the density norm must be positive")
-    if args.max_new_tokens < 1:
-        raise InputError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
-    for flag, value in (("--memory-budget-mb", args.memory_budget_mb), ("--max-memory", args.max_memory_mb)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} {value}: must be at least 1 (MB)")
+    check_levels(args.L, args.b, args.p)
+    check_out_dir(args.out, create=False)
     capped = {} if args.max_memory_mb is None else {"max_memory": args.max_memory_mb * 2**20}
     other = "csv" if args.format == "parquet" else "parquet"
     if (Path(args.out) / f"attribution_examples.{other}").exists():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mechit.commands.args import MODEL_SPEC_HELP, add_loading_options
+from mechit.commands.args import MODEL_SPEC_HELP, add_loading_options, positive_int
 
 KEYS = ("labeller", "task_accuracy", "task_macro_f1", "level_accuracy", "level_macro_f1")
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--labeller", choices=["embedding", "lexicon", "local", "endpoint"], default="embedding",
                    help="embedding (offline, MiniLM + lexicon rules; default), lexicon, local or endpoint")
     p.add_argument("--split", choices=["test", "calibration"], default="test", help="check-set half (default test)")
-    p.add_argument("--per-label", type=int, default=None, help="first N concepts of each true label (for slow labellers)")
+    p.add_argument("--per-label", type=positive_int, default=None, help="first N concepts of each true label (for slow labellers)")
     p.add_argument("--url", help="endpoint base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--endpoint-model", help="model name sent to the endpoint")
     p.add_argument("--local-model", help=f"model for --labeller local: {MODEL_SPEC_HELP}")

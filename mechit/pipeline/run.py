@@ -36,7 +36,8 @@ import pandas as pd
 import torch
 
 from mechit.models import load_pair
-from mechit.pipeline.checks import check_out_dir, check_specs, disk_full_error, load_records, parse_only
+from mechit.outdir import check_out_dir, disk_full_error
+from mechit.pipeline.checks import check_specs, load_records, parse_only
 from mechit.pipeline.context import SMALL_MODEL_PARAMETERS, STAGES, Context, Options, sha256
 from mechit.pipeline.progress import Progress
 from mechit.pipeline.stages import STAGE_RUNNERS, stage_plan
