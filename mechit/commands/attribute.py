@@ -14,6 +14,7 @@ import sys
 from mechit.commands.args import (MAX_LEVELS, add_loading_options, check_levels, finite_float, int_in,
                                   loading_kwargs, non_negative_int, positive_int)
 
+CSV_TEXT_COLUMNS = dict.fromkeys(["id", "group", "label", "model", "response", "status", "error"], str)
 MAX_BOOT = 1_000_000  # resamples: n_boot x n indices are drawn at once
 
 
@@ -33,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-format", choices=["auto", "jsonl", "tsv"], default="auto")
     p.add_argument("--spans", choices=["authors", "literal"], default="authors",
                    help="paper TSV: the authors' sentence spans and groups (default), or the literal pieces")
+    p.add_argument("--span-units", choices=["characters", "bytes"], default="characters",
+                   help="JSONL instruction_spans count code points (default) or UTF-8 bytes of the prompt")
     p.add_argument("--ratings", metavar="FILE", help="the paper's ratings file: labels followed / not followed "
                                                      "(ratings <= 0 dropped, 1 not followed, >= 2 followed)")
     p.add_argument("--ratings-model", metavar="NAME", help="its Model name for the (single) --model "
@@ -79,7 +82,7 @@ def run_attribute(args) -> int:
     other = "csv" if args.format == "parquet" else "parquet"
     if (Path(args.out) / f"attribution_examples.{other}").exists():
         raise InputError(f"{args.out} holds {other} tables of another run; use --format {other} or another --out")
-    records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans)
+    records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans, span_units=args.span_units)
     if args.ratings:
         from mechit.data.ratings import label_records, ratings_of, read_ratings
 
@@ -129,7 +132,9 @@ def run_stats(args) -> int:
     table = out / f"attribution_examples{suffix}"
     if not table.is_file():
         raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
-    examples = pd.read_csv(table) if suffix == ".csv" else pd.read_parquet(table)
+    # text columns stay text: an id or group named "NA" or "null" is not missing
+    examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
+                if suffix == ".csv" else pd.read_parquet(table))
     models = settings["models"]
     base = args.base or (models[0] if len(models) >= 2 else None)
     tuned = args.tuned or (models[1] if len(models) >= 2 else None)
