@@ -335,8 +335,8 @@ def _warn_decoded(path: Path, records: list[PromptRecord], decoded: list[tuple[i
     foreign = [r.id for r in records if paper_group(r.id) not in AUTHORS_GROUPS]
     if decoded and foreign:
         line, context = decoded[0]
-        warnings.warn(f"{path}: /n and /t were read as newline and tab (the paper's TSV convention) {len(decoded)} "
-                      f"times, first at line {line} in {context!r}; ids such as {foreign[0]!r} are not the authors' "
+        warnings.warn(f"{path}: /n and /t were read as newline and tab (the paper's TSV convention) in {len(decoded)} "
+                      f"places, first at line {line} in {context!r}; ids such as {foreign[0]!r} are not the authors' "
                       "(user_, lima_, mtbench_), so check no '/n' or '/t' was meant as text (yes/no, a URL), "
                       "or write the prompts as JSONL", stacklevel=3)
 
