@@ -107,13 +107,13 @@ def check_levels(L: int, b: int, p: float) -> None:  # noqa: N803 - the paper's 
     >>> check_levels(1000, 7, 16)
     Traceback (most recent call last):
     ...
-    mechit.errors.InputError: -L 1000 with -p 16: L**p = 1e+48 overflows float32 densities; keep L**p below 1e+30 (paper: L 10, p 4)
+    mechit.errors.InputError: -L 1000 with -p 16: L**p = 10^48 overflows float32 densities; keep L**p below 10^30 (paper: L 10, p 4)
     """
     if not (L >= 1 and 0 <= b < L):
         raise InputError(f"-b {b} must be in 0..L-1 (-L {L}); levels <= b are dropped")
     if p * math.log10(L) > MAX_LEVEL_POWER:
-        raise InputError(f"-L {L} with -p {p:g}: L**p = {10 ** (p * math.log10(L)):.0e} overflows float32 densities; "
-                         f"keep L**p below {10 ** MAX_LEVEL_POWER:.0e} (paper: L 10, p 4)")
+        raise InputError(f"-L {L} with -p {p:g}: L**p = 10^{p * math.log10(L):.0f} overflows float32 densities; "
+                         f"keep L**p below 10^{MAX_LEVEL_POWER:.0f} (paper: L 10, p 4)")
 
 MODEL_SPEC_HELP = "hub id, model directory, .gguf file, organism-base or organism-tuned"
 
