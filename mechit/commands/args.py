@@ -67,7 +67,7 @@ argparse.ArgumentTypeError: must be an integer of at least 0, not '-1'
 """
 
 
-def finite_float(min: float | None = None, *, above: float | None = None, max: float | None = None):  # noqa: A002
+def finite_float(min: float | None = None, *, above: float | None = None, max: float | None = None):
     """An argparse type: a finite number (never ``nan`` or ``inf``), ``>= min``, ``> above``, ``<= max``.
 
     >>> finite_float(min=1)("4")
@@ -99,7 +99,7 @@ def finite_float(min: float | None = None, *, above: float | None = None, max: f
     return parse
 
 
-def check_levels(L: int, b: int, p: float) -> None:  # noqa: N803 - the paper's names
+def check_levels(L: int, b: int, p: float) -> None:
     """The paper's constants together: ``0 <= b < L`` and ``L ** p`` below ``1e30`` (else the
     float32 p-norm of a density row overflows and every density reads 0).
 

@@ -7,6 +7,7 @@ prompts (the output directory: :func:`mechit.outdir.check_out_dir`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
