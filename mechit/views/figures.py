@@ -129,8 +129,12 @@ def _tokens_line(part: pd.DataFrame, prompt: str | None) -> str:
 
     >>> part = pd.DataFrame({"token": ["<0xF0>", "<0x9F>", "<0x98>", "<0x80>", "▁hi"], "char_start": [0, 0, 0, 0, 1],
     ...                      "char_end": [1, 1, 1, 1, 4], "density": 0.5, "in_instruction": False})
-    >>> _tokens_line(part, "😀 hi").count("😀")
-    1
+    >>> line = _tokens_line(part, "😀 hi")
+    >>> line.count("😀"), line.count("<span")
+    (1, 2)
+    >>> overlapping = part.iloc[3:].assign(char_start=[0, 1], char_end=[2, 3])
+    >>> [piece.split(">")[1] for piece in _tokens_line(overlapping, "abc").split("</span>")[:2]]
+    ['ab', 'c']
     """
     pieces, previous_end = [], None
     for row in part.itertuples():
