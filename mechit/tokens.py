@@ -151,8 +151,40 @@ def _render(tokenizer, prompt: str, response: str) -> tuple[str, tuple[int, int,
     return text, prompt_at, response_at
 
 
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token of ``tokenizer`` can stand for: the longest vocabulary
+    string (a byte-level token of n bytes is n characters long, and decodes to at most n).
+
+    >>> longest_token_chars(tiny) >= 1
+    True
+    """
+    tokenizer = _tokenizer_of(tokenizer)
+    cached = getattr(tokenizer, "_mechit_longest_token", None)
+    if cached is None:
+        cached = max((len(token) for token in tokenizer.get_vocab()), default=1)
+        tokenizer._mechit_longest_token = cached  # one pass over the vocabulary per tokenizer
+    return cached
+
+
+def check_length(tokenizer, text: str, max_tokens: int, what: str = "prompt + response") -> None:
+    """Refuse ``text`` when it surely holds more than ``max_tokens`` tokens, from its length in
+    characters alone (more than ``max_tokens`` × :func:`longest_token_chars`): a 50 MB
+    prompt is refused at once instead of being tokenised.
+
+    >>> check_length(tiny, "word " * 100_000, 64)
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: field 'prompt': prompt + response are 500,000 characters, more than a context window of 64 tokens can hold (at most 64 tokens x 12 characters); shorten them
+    """
+    bound = max_tokens * longest_token_chars(tokenizer)
+    if len(text) > bound:
+        raise InputError(f"field 'prompt': {what} are {len(text):,} characters, more than a context window of "
+                         f"{max_tokens} tokens can hold (at most {max_tokens} tokens x "
+                         f"{longest_token_chars(tokenizer)} characters); shorten them")
+
+
 def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = False,
-           prepend_bos: bool | None = None) -> Encoded:
+           prepend_bos: bool | None = None, max_tokens: int | None = None) -> Encoded:
     """Tokenise prompt + response once, as one sequence, and locate both parts.
 
     Args:
@@ -164,6 +196,9 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
         prepend_bos: without a chat template, put the BOS token first. Default: when
             the tokenizer has a BOS token and does not add one itself (as TransformerLens
             does). A chat template supplies its own special tokens, so never then.
+        max_tokens: the context window, or None. The text is first checked in characters
+            (:func:`check_length`), then tokenised with truncation at ``max_tokens + 1``
+            tokens; a longer sequence raises InputError.
 
     Returns:
         An :class:`Encoded`.
@@ -185,7 +220,11 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
     else:
         text, add_special = prompt + response, True
         prompt_at, response_at = (0, 0, len(prompt)), (len(prompt), len(prompt), len(text))
-    batch = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    limit = {}
+    if max_tokens is not None:
+        check_length(tokenizer, text, max_tokens)
+        limit = {"truncation": True, "max_length": max_tokens + 1}
+    batch = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True, **limit)
     ids = list(batch["input_ids"])
     offsets = [tuple(map(int, o)) for o in batch["offset_mapping"]]
     bos = getattr(tokenizer, "bos_token_id", None)
@@ -196,6 +235,9 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
         elif prepend_bos is False and has_bos:
             ids, offsets = ids[1:], offsets[1:]
 
+    if max_tokens is not None and len(ids) > max_tokens:
+        raise InputError(f"field 'prompt': prompt + response are more than {max_tokens} tokens, longer than the "
+                         f"model's context window of {max_tokens} tokens; shorten them")
     prompt_pos, response_pos = [], []
     for i, (start, end) in enumerate(offsets):
         if end <= start:

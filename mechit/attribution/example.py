@@ -220,7 +220,7 @@ def attribute(
     window = context_window(model)
     generated = response is None
     if generated:
-        prompt_len = len(encode(model.tokenizer, prompt, "", chat_template=chat_template).input_ids)
+        prompt_len = len(encode(model.tokenizer, prompt, "", chat_template=chat_template, max_tokens=window).input_ids)
         if window is not None and prompt_len + max_new_tokens > window:
             raise InputError(f"field 'prompt': {prompt_len} prompt tokens + max_new_tokens={max_new_tokens} "
                              f"exceed the model's context window of {window} tokens")
@@ -233,7 +233,7 @@ def attribute(
                                      response=response, n_prompt_tokens=prompt_len)
     elif not isinstance(response, str) or not response.strip():
         raise InputError("field 'response' is empty; give a non-empty response or None to generate one")
-    encoded = encode(model.tokenizer, prompt, response, chat_template=chat_template)
+    encoded = encode(model.tokenizer, prompt, response, chat_template=chat_template, max_tokens=window)
     seq = len(encoded.input_ids)
     if window is not None and seq > window:
         raise InputError(f"field 'response': prompt + response are {seq} tokens, longer than the model's "

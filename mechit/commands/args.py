@@ -1,5 +1,10 @@
-"""Argument parsing shared by the subcommands: model loading options (device, dtype, several
-GPUs, memory cap, remote code), index lists.
+"""Argument parsing shared by the subcommands: number types, model loading options (device,
+dtype, several GPUs, memory cap, remote code), index lists.
+
+Every numeric option is parsed by one of the type functions here (:func:`positive_int`,
+:func:`non_negative_int`, :func:`int_in`, :func:`finite_float`), so ``nan``, ``inf``, ``0``
+or ``-1`` where they make no sense are refused by argparse with one line naming the
+option, before anything loads.
 
 This module imports no torch, so ``mechit --help`` stays fast.
 
@@ -10,8 +15,105 @@ This module imports no torch, so ``mechit --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 
 from mechit.errors import InputError
+
+MAX_LEVELS = 2**24  # levels are integers held exactly in float32
+MAX_LEVEL_POWER = 30.0  # -L ** -p stays below 1e30: a density row sums m such powers in float32 (max 3.4e38)
+
+
+def int_in(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in ``minimum..maximum`` (no upper bound when None).
+
+    >>> int_in(1, 10)("3")
+    3
+    >>> int_in(1, 10)("11")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be an integer from 1 to 10, not '11'
+    """
+    what = f"an integer of at least {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+positive_int = int_in(1)
+"""An argparse type: an integer of at least 1.
+
+>>> positive_int("0")
+Traceback (most recent call last):
+...
+argparse.ArgumentTypeError: must be an integer of at least 1, not '0'
+"""
+
+non_negative_int = int_in(0)
+"""An argparse type: an integer of at least 0.
+
+>>> non_negative_int("-1")
+Traceback (most recent call last):
+...
+argparse.ArgumentTypeError: must be an integer of at least 0, not '-1'
+"""
+
+
+def finite_float(min: float | None = None, *, above: float | None = None, max: float | None = None):
+    """An argparse type: a finite number (never ``nan`` or ``inf``), ``>= min``, ``> above``, ``<= max``.
+
+    >>> finite_float(min=1)("4")
+    4.0
+    >>> finite_float(min=1)("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a finite number of at least 1, not 'nan'
+    >>> finite_float(above=0)("1e-400")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a finite number above 0, not '1e-400'
+    """
+    bounds = [f"of at least {min:g}" if min is not None else "", f"above {above:g}" if above is not None else "",
+              f"at most {max:g}" if max is not None else ""]
+    what = " ".join(["a finite number", *[b for b in bounds if b]])
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if (not math.isfinite(value) or (min is not None and value < min) or (above is not None and value <= above)
+                or (max is not None and value > max)):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def check_levels(L: int, b: int, p: float) -> None:
+    """The paper's constants together: ``0 <= b < L`` and ``L ** p`` below ``1e30`` (else the
+    float32 p-norm of a density row overflows and every density reads 0).
+
+    >>> check_levels(10, 7, 4)
+    >>> check_levels(1000, 7, 16)
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: -L 1000 with -p 16: L**p = 10^48 overflows float32 densities; keep L**p below 10^30 (paper: L 10, p 4)
+    """
+    if not (L >= 1 and 0 <= b < L):
+        raise InputError(f"-b {b} must be in 0..L-1 (-L {L}); levels <= b are dropped")
+    if p * math.log10(L) > MAX_LEVEL_POWER:
+        raise InputError(f"-L {L} with -p {p:g}: L**p = 10^{p * math.log10(L):.0f} overflows float32 densities; "
+                         f"keep L**p below 10^{MAX_LEVEL_POWER:.0f} (paper: L 10, p 4)")
 
 MODEL_SPEC_HELP = "hub id, model directory, .gguf file, organism-base or organism-tuned"
 
@@ -64,7 +166,7 @@ def add_loading_options(parser: argparse.ArgumentParser, *, what: str = "the mod
     parser.add_argument("--device-map", metavar="MAP",
                         help="spread the model over several GPUs through accelerate (e.g. auto, balanced); "
                              "replaces --device")
-    parser.add_argument("--max-memory", dest="max_memory_mb", type=int, default=None, metavar="MB",
+    parser.add_argument("--max-memory", dest="max_memory_mb", type=positive_int, default=None, metavar="MB",
                         help="memory cap: the weights must fit under it before anything loads (default: the "
                              "device's free memory); `mechit attribute` also caps one example's attribution "
                              "(forward-pass activations plus one chunk of gradient products) at it")
@@ -96,8 +198,6 @@ def loading_kwargs(args: argparse.Namespace) -> dict:
     >>> loading_kwargs(parser.parse_args(["--device-map", "auto", "--max-memory", "2"]))
     {'device': 'auto', 'dtype': 'auto', 'device_map': 'auto', 'max_memory': 2097152, 'trust_remote_code': False}
     """
-    if args.max_memory_mb is not None and args.max_memory_mb < 1:
-        raise InputError(f"--max-memory {args.max_memory_mb}: must be at least 1 (MB)")
     return {"device": args.device, "dtype": args.dtype, "device_map": args.device_map,
             "max_memory": None if args.max_memory_mb is None else args.max_memory_mb * 2**20,
             "trust_remote_code": args.trust_remote_code}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from mechit.commands.args import add_loading_options, loading_kwargs
-from mechit.commands.distributed_options import (
-    add_distributed_options,
-    distributed_runner,
-)
+from mechit.commands.args import (MAX_LEVELS, add_loading_options, check_levels, finite_float, int_in,
+                                  loading_kwargs, non_negative_int, positive_int)
+from mechit.commands.distributed_options import add_distributed_options, distributed_runner
+
+CSV_TEXT_COLUMNS = dict.fromkeys(["id", "group", "label", "model", "response", "status", "error"], str)
+MAX_BOOT = 1_000_000  # resamples: n_boot x n indices are drawn at once
 
 
 def register(subparsers) -> None:
@@ -34,22 +35,24 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-format", choices=["auto", "jsonl", "tsv"], default="auto")
     p.add_argument("--spans", choices=["authors", "literal"], default="authors",
                    help="paper TSV: the authors' sentence spans and groups (default), or the literal pieces")
+    p.add_argument("--span-units", choices=["characters", "bytes"], default="characters",
+                   help="JSONL instruction_spans count code points (default) or UTF-8 bytes of the prompt")
     p.add_argument("--ratings", metavar="FILE", help="the paper's ratings file: labels followed / not followed "
                                                      "(ratings <= 0 dropped, 1 not followed, >= 2 followed)")
     p.add_argument("--ratings-model", metavar="NAME", help="its Model name for the (single) --model "
                                                            "(default: the --model spec)")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="length limit of generated responses")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128, help="length limit of generated responses")
     p.add_argument("--method", choices=["auto", "reverse", "forward"], default="auto")
     add_loading_options(p)
     add_distributed_options(p)
-    p.add_argument("--memory-budget-mb", type=int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
+    p.add_argument("--memory-budget-mb", type=positive_int, default=128, metavar="MB",  # mechit.attribution.grad.DEFAULT_MEMORY_BUDGET
                    help="memory for one chunk of batched gradient products and the cotangents carried with "
                         "them (more: faster, up to a point)")
-    p.add_argument("-L", type=int, default=10, help="number of levels (paper: 10)")
-    p.add_argument("-b", type=int, default=7, help="levels <= b are dropped (paper: 7)")
-    p.add_argument("-p", type=float, default=4, help="density norm (paper: 4)")
+    p.add_argument("-L", type=int_in(1, MAX_LEVELS), default=10, help="number of levels (paper: 10)")
+    p.add_argument("-b", type=non_negative_int, default=7, help="levels <= b are dropped (paper: 7)")
+    p.add_argument("-p", type=finite_float(min=1), default=4, help="density norm, at least 1 (paper: 4)")
     p.set_defaults(run=run_attribute)
 
     s = subparsers.add_parser(
@@ -59,7 +62,7 @@ def register(subparsers) -> None:
     s.add_argument("dir", metavar="DIR", help="output directory of `mechit attribute`")
     s.add_argument("--base", metavar="SPEC", help="base model spec (default: the first --model of the run)")
     s.add_argument("--tuned", metavar="SPEC", help="tuned model spec (default: the second --model of the run)")
-    s.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    s.add_argument("--n-boot", type=int_in(1, MAX_BOOT), default=10_000, help="bootstrap resamples")
     s.set_defaults(run=run_stats)
 
 
@@ -77,21 +80,15 @@ def run_attribute(args) -> int:
     from mechit.data.prompts import read_prompts
     from mechit.errors import InputError
     from mechit.models import load_model
+    from mechit.outdir import check_out_dir
 
-    if not (args.L >= 1 and 0 <= args.b < args.L):
-        raise InputError(f"-b {args.b} must be in 0..L-1 (-L {args.L}); levels <= b are dropped")
-    if args.p <= 0:
-        raise InputError(f"-p {args.p}: the density norm must be positive")
-    if args.max_new_tokens < 1:
-        raise InputError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
-    for flag, value in (("--memory-budget-mb", args.memory_budget_mb), ("--max-memory", args.max_memory_mb)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} {value}: must be at least 1 (MB)")
+    check_levels(args.L, args.b, args.p)
+    check_out_dir(args.out, create=False)
     capped = {} if args.max_memory_mb is None else {"max_memory": args.max_memory_mb * 2**20}
     other = "csv" if args.format == "parquet" else "parquet"
     if (Path(args.out) / f"attribution_examples.{other}").exists():
         raise InputError(f"{args.out} holds {other} tables of another run; use --format {other} or another --out")
-    records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans)
+    records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans, span_units=args.span_units)
     if args.ratings:
         from mechit.data.ratings import label_records, ratings_of, read_ratings
 
@@ -145,7 +142,9 @@ def run_stats(args) -> int:
     table = out / f"attribution_examples{suffix}"
     if not table.is_file():
         raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
-    examples = pd.read_csv(table) if suffix == ".csv" else pd.read_parquet(table)
+    # text columns stay text: an id or group named "NA" or "null" is not missing
+    examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
+                if suffix == ".csv" else pd.read_parquet(table))
     models = settings["models"]
     base = args.base or (models[0] if len(models) >= 2 else None)
     tuned = args.tuned or (models[1] if len(models) >= 2 else None)

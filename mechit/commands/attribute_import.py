@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 
+from mechit.commands.args import MAX_LEVELS, check_levels, finite_float, int_in, non_negative_int
 from mechit.data.prompts import SPAN_CONVENTIONS
 
 
@@ -43,17 +44,17 @@ def register(subparsers) -> None:
                                                      "followed / not followed")
     p.add_argument("--ratings-model", metavar="NAME", help="the ratings file's Model name for this model "
                                                            "(default: --model)")
-    p.add_argument("--drop-ratings-at-most", type=float, default=0.0, metavar="R",
+    p.add_argument("--drop-ratings-at-most", type=finite_float(), default=0.0, metavar="R",
                    help="ratings <= R give no label (authors: 0)")
-    p.add_argument("--followed-from", type=float, default=2.0, metavar="R",
+    p.add_argument("--followed-from", type=finite_float(), default=2.0, metavar="R",
                    help="ratings >= R are 'followed', lower ones 'not_followed' (authors: 2)")
-    p.add_argument("--min-response-tokens", type=int, default=5, metavar="N",
+    p.add_argument("--min-response-tokens", type=non_negative_int, default=5, metavar="N",
                    help="responses of fewer than N tokens get no label (authors: 5)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory, shared by the models")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
-    p.add_argument("-L", type=int, default=10, help="number of levels (paper: 10)")
-    p.add_argument("-b", type=int, default=7, help="levels <= b are dropped (paper: 7)")
-    p.add_argument("-p", type=float, default=4, help="density norm (paper: 4)")
+    p.add_argument("-L", type=int_in(1, MAX_LEVELS), default=10, help="number of levels (paper: 10)")
+    p.add_argument("-b", type=non_negative_int, default=7, help="levels <= b are dropped (paper: 7)")
+    p.add_argument("-p", type=finite_float(min=1), default=4, help="density norm, at least 1 (paper: 4)")
     p.set_defaults(run=run_import)
 
 
@@ -188,15 +189,14 @@ def run_import(args) -> int:
     from mechit.data.prompts import read_prompts
     from mechit.data.ratings import RatingRules, ratings_of, read_ratings
     from mechit.errors import InputError
+    from mechit.outdir import check_out_dir
 
-    if not (args.L >= 1 and 0 <= args.b < args.L):
-        raise InputError(f"-b {args.b} must be in 0..L-1 (-L {args.L}); levels <= b are dropped")
-    if args.p <= 0:
-        raise InputError(f"-p {args.p}: the density norm must be positive")
+    check_levels(args.L, args.b, args.p)
     if args.ratings_model and not args.ratings:
         raise InputError("--ratings-model needs --ratings FILE")
     records = read_prompts(args.prompts, format=args.prompt_format, spans=args.spans)
     ratings = ratings_of(read_ratings(args.ratings), args.ratings_model or args.model) if args.ratings else None
+    check_out_dir(args.out, create=False)
     rules = RatingRules(args.drop_ratings_at_most, args.followed_from, args.min_response_tokens)
     settings = {"results": str(args.results), "prompts": str(args.prompts), "spans": args.spans,
                 "ratings": args.ratings, "ratings_model": args.ratings_model or (args.model if args.ratings else None),

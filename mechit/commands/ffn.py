@@ -22,7 +22,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mechit.commands.args import MODEL_SPEC_HELP, add_loading_options, add_stream_option, loading_kwargs, parse_indices
+from mechit.commands.args import (MODEL_SPEC_HELP, add_loading_options, add_stream_option, finite_float,
+                                  loading_kwargs, non_negative_int, parse_indices, positive_int)
 from mechit.errors import InputError
 
 # torch, the models and the analyses are imported inside the run_* functions: they keep `mechit --help` fast.
@@ -34,9 +35,9 @@ CHECK_KEYS = ("labeller", "task_accuracy", "task_macro_f1", "level_accuracy", "l
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--layers", help="layers, e.g. 0,2,5-7 (default: all)")
-    parser.add_argument("--n-components", type=int, default=None,
+    parser.add_argument("--n-components", type=positive_int, default=None,
                         help=f"principal components per layer (default: {DEFAULT_COMPONENTS}, or the rank if smaller)")
-    parser.add_argument("--top-k", type=int, default=50, help="words per concept (default 50)")
+    parser.add_argument("--top-k", type=positive_int, default=50, help="words per concept (default 50)")
     parser.add_argument("--words", help="word list file, one word per line (default: 26,500 frequent English "
                         "words with the instruction and general verbs, or the organism's vocabulary and the verbs its "
                         "tokenizer knows for the organism)")
@@ -54,7 +55,7 @@ def register(subparsers) -> None:
     _common(p)
     p.add_argument("--neurons", default="32",
                    help="neurons per layer for the neuron table: N strongest by |W_out row| (default 32) or 'all'")
-    p.add_argument("--neuron-k", type=int, default=20, help="words per neuron and direction (default 20)")
+    p.add_argument("--neuron-k", type=positive_int, default=20, help="words per neuron and direction (default 20)")
     p.set_defaults(run=run_ffn)
 
     p = subparsers.add_parser(
@@ -68,8 +69,8 @@ def register(subparsers) -> None:
     add_loading_options(p)
     p.add_argument("--tuned", help="instruction-tuned model spec (default: organism-tuned)")
     _common(p)
-    p.add_argument("--k", type=int, default=50, help="components compared per layer (default 50)")
-    p.add_argument("--n-changed", type=int, default=10, help="most-changed neurons listed per layer (default 10)")
+    p.add_argument("--k", type=positive_int, default=50, help="components compared per layer (default 50)")
+    p.add_argument("--n-changed", type=non_negative_int, default=10, help="most-changed neurons listed per layer (default 10)")
     p.set_defaults(run=run_rotation)
 
     p = subparsers.add_parser(
@@ -86,7 +87,7 @@ def register(subparsers) -> None:
                    help="label the check set (concepts of known task and level) instead of DIR and print the scores")
     p.add_argument("--split", choices=["test", "calibration"], default="test",
                    help="--check-set: which half of the check set (default test)")
-    p.add_argument("--per-label", type=int, default=None,
+    p.add_argument("--per-label", type=positive_int, default=None,
                    help="--check-set: only the first N concepts of each true label (for slow labellers)")
     p.add_argument("--json", action="store_true", help="--check-set: end with one JSON line of the scores")
     p.add_argument("--labeller", choices=["embedding", "lexicon", "endpoint", "local"], default="embedding",
@@ -98,15 +99,15 @@ def register(subparsers) -> None:
     p.add_argument("--url", help="endpoint base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--endpoint-model", help="model name sent to the endpoint")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    p.add_argument("--retries", type=int, default=3, help="retries per label (default 3)")
+    p.add_argument("--timeout", type=finite_float(above=0), default=60.0, help="seconds per request (default 60)")
+    p.add_argument("--retries", type=non_negative_int, default=3, help="retries per label (default 3)")
     p.add_argument("--local-model", help=f"model for --labeller local: {MODEL_SPEC_HELP}")
     add_loading_options(p, what="the --local-model")
-    p.add_argument("--seeds", type=int, default=5,
+    p.add_argument("--seeds", type=positive_int, default=5,
                    help="labelling seeds (default 5, as the paper); for the offline labellers, seeds > 0 "
                    "label bootstrap resamples of each word list")
-    p.add_argument("--max-components", type=int, default=None, help="label only the first N components per layer")
-    p.add_argument("--group-size", type=int, default=4, help="layers per layer group (default 4, as the paper)")
+    p.add_argument("--max-components", type=positive_int, default=None, help="label only the first N components per layer")
+    p.add_argument("--group-size", type=positive_int, default=4, help="layers per layer group (default 4, as the paper)")
     p.add_argument("--cache", type=Path, help="label cache file (default DIR/labels_cache.jsonl)")
     p.set_defaults(run=run_labels)
 
@@ -127,8 +128,6 @@ def _at_least(value: int | float | None, minimum: int, flag: str) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Model-free checks of the arguments, run before any model is loaded."""
     parse_indices(args.layers, "--layers")
-    for flag, minimum in (("n_components", 1), ("top_k", 1), ("neuron_k", 1), ("k", 1), ("n_changed", 0)):
-        _at_least(getattr(args, flag, None), minimum, "--" + flag.replace("_", "-"))
     neurons = getattr(args, "neurons", "all")
     if neurons != "all":
         try:
@@ -188,10 +187,12 @@ def run_ffn(args: argparse.Namespace) -> int:
     from mechit.arch.weights import mlp_out_weights, select_indices
     from mechit.ffn.neurons import neuron_tokens
     from mechit.models import open_for_weights
+    from mechit.outdir import check_out_dir
     from mechit.store import remove_stale_temporaries, write_json, write_table
 
     _check_args(args)
     words = _words(args.words)
+    check_out_dir(args.out, create=False)
     remove_stale_temporaries(args.out)
     model = open_for_weights(args.model, stream=args.stream, **loading_kwargs(args))
     _check_against(model, args, words)
@@ -219,11 +220,13 @@ def run_ffn(args: argparse.Namespace) -> int:
 def run_rotation(args: argparse.Namespace) -> int:
     from mechit.ffn.rotation import ffn_rotation
     from mechit.models.pair import load_pair
+    from mechit.outdir import check_out_dir
     from mechit.store import remove_stale_temporaries, write_json, write_table
     from mechit.views.ffn import plot_neuron_cosines, plot_principal_angles, save_figure
 
     _check_args(args)
     words = _words(args.words)
+    check_out_dir(args.out, create=False)
     remove_stale_temporaries(args.out)
     pair = load_pair(args.base, args.tuned, **loading_kwargs(args))
     _check_against(pair.base, args, words)
@@ -266,7 +269,6 @@ def run_check_set(args: argparse.Namespace) -> int:
 
     if args.dir is not None:
         raise InputError("--check-set labels the check set, not a directory: leave out DIR")
-    _at_least(args.per_label, 1, "--per-label")
     result = check_labeller(_labeller(args, args.cache), split=args.split, per_label=args.per_label,
                             progress=not args.json)
     for question in ("task", "level"):
@@ -283,13 +285,10 @@ def run_labels(args: argparse.Namespace) -> int:
 
     from mechit.ffn.labellers import label_concepts
     from mechit.ffn.labels import label_proportions, label_table
+    from mechit.outdir import check_out_dir
     from mechit.store import remove_stale_temporaries, write_table
     from mechit.views.ffn import plot_label_proportions, save_figure
 
-    for flag, minimum in (("seeds", 1), ("max_components", 1), ("group_size", 1), ("retries", 0)):
-        _at_least(getattr(args, flag), minimum, "--" + flag.replace("_", "-"))
-    if not args.timeout > 0:
-        raise InputError(f"--timeout {args.timeout}: must be a positive number of seconds")
     if args.check_set:
         return run_check_set(args)
     directory = args.dir
@@ -303,6 +302,7 @@ def run_labels(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"{directory}: no concepts.parquet (nor base/ and tuned/): run `mechit ffn` or "
                          "`mechit ffn-rotation` first")
+    check_out_dir(directory, create=False)
     remove_stale_temporaries(directory)
     labeller = _labeller(args, args.cache or directory / "labels_cache.jsonl")
     n_seeds = args.seeds

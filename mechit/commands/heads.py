@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, add_stream_option, loading_kwargs, parse_indices
+from mechit.commands.args import add_loading_options, add_stream_option, loading_kwargs, parse_indices, positive_int
 
 MANIFEST = "head_pairs.json"
 
@@ -43,9 +43,9 @@ def register(subparsers) -> None:
                         "text corpus)")
     parser.add_argument("--layers", help="layers to analyse, e.g. 0,3-5 (default all)")
     parser.add_argument("--heads", help="heads to analyse, e.g. 0-2 (default all)")
-    parser.add_argument("--top-k", type=int, help="words per dimension and side (qk-dims) or pairs per head (qk, ov); "
-                        "default: the paper's ratio, 100 per 26,500 words (100 for the organism)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--top-k", type=positive_int, help="words per dimension and side (qk-dims) or pairs per head "
+                        "(qk, ov); default: the paper's ratio, 100 per 26,500 words (100 for the organism)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     add_loading_options(parser)
     add_stream_option(parser)
     parser.add_argument("--out", required=True, type=Path, help="output directory")
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     )
     shift.add_argument("--base", required=True, type=Path, help="'mechit heads' output directory of the base model")
     shift.add_argument("--tuned", required=True, type=Path, help="'mechit heads' output directory of the tuned model")
-    shift.add_argument("--layer-group", type=int, default=8, help="layers per group (layer // N), default 8")
+    shift.add_argument("--layer-group", type=positive_int, default=8, help="layers per group (layer // N), default 8")
     shift.add_argument("--instruction-verbs", help="word list file (default: the paper's 38 verbs)")
     shift.add_argument("--general-verbs", help="word list file (default: 3000 frequent English verbs)")
     shift.add_argument("--out", type=Path, help="output directory (default: the --tuned directory)")
@@ -72,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from mechit.data.wordlists import read_words
     from mechit.heads.pairs import head_knowledge, head_pairs
     from mechit.models import open_for_weights, tag_model
+    from mechit.outdir import check_out_dir
     from mechit.store import Manifest, write_table
     from mechit.tokens import default_top_k, default_words
 
+    check_out_dir(args.out, create=False)
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     settings = {"model": args.model, "method": args.method, "words": args.words, "similarity": args.similarity,
                 "layers": layers, "heads": heads, "top_k": args.top_k}
@@ -121,11 +123,13 @@ def run_shift(args: argparse.Namespace) -> int:
 
     from mechit.data.wordlists import read_words
     from mechit.heads.shift import head_change_scores, head_shift, verb_fractions
+    from mechit.outdir import check_out_dir
     from mechit.store import write_table
 
     from mechit.errors import InputError
 
     base, tuned = _read_pairs(args.base, "base"), _read_pairs(args.tuned, "tuned")
+    out = check_out_dir(args.out or args.tuned, create=False)
     settings = [_settings(args.base), _settings(args.tuned)]
     yardsticks = [s.get("similarity_id") for s in settings]
     if None not in yardsticks and yardsticks[0] != yardsticks[1]:
@@ -138,7 +142,6 @@ def run_shift(args: argparse.Namespace) -> int:
     verbs = dict(instruction_verbs=read_words(args.instruction_verbs) if args.instruction_verbs else None,
                  general_verbs=read_words(args.general_verbs) if args.general_verbs else None)
     table = head_shift(base, tuned, layer_group=args.layer_group, **verbs)
-    out = args.out or args.tuned
     write_table(table, out / "head_shift.parquet")
     write_table(verb_fractions(base, tuned, layer_group=args.layer_group, **verbs), out / "verb_fractions.parquet")
     write_table(head_change_scores(base, tuned, **verbs), out / "head_change_scores.parquet")

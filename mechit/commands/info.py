@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mechit.commands.args import add_loading_options, loading_kwargs
+from mechit.commands.args import add_loading_options, loading_kwargs, positive_int
 
 GIB = 2**30
 
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("spec", help="hub id, model directory, .gguf file, organism-base or organism-tuned")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--length", type=int, default=512, metavar="TOKENS",
+    parser.add_argument("--length", type=positive_int, default=512, metavar="TOKENS",
                         help="sequence length for the attribution memory estimate (default: %(default)s)")
     parser.add_argument("--load", action="store_true", help="also load the model and report what the bridge says")
     add_loading_options(parser)
@@ -80,11 +80,9 @@ def plan_info(plan, length: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: `mechit --help` stays fast (no torch)
-    from mechit.errors import InputError, SpecError
+    from mechit.errors import SpecError
     from mechit.models import read_plan
 
-    if args.length < 1:
-        raise InputError(f"--length {args.length}: must be at least 1")
     try:
         info = plan_info(read_plan(args.spec), args.length)
     except SpecError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mechit.commands.args import positive_int
+
 
 def _seed(text: str) -> int:
     try:
@@ -34,14 +36,16 @@ def register(subparsers) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--weights", default=None, help="a directory written by `organism train` "
                     "(default: the shipped pair)")
-    ev.add_argument("--per-task", type=int, default=None, help="evaluate only N prompts per task")
+    ev.add_argument("--per-task", type=positive_int, default=None, help="evaluate only N prompts per task")
     ev.set_defaults(run=_eval)
 
 
 def _train(args) -> int:
     # imported here, not at the top: `mechit --help` stays fast (no torch)
     from mechit.organism.train import TrainConfig, train
+    from mechit.outdir import check_out_dir
 
+    check_out_dir(args.out, create=False)
     summary = train(args.out, TrainConfig.preset(args.preset, seed=args.seed), force=args.force)
     print(f"trained in {summary['train_seconds']:.0f} s; final losses: base "
           f"{summary['final_loss']['base']:.4f}, tuned {summary['final_loss']['tuned']:.4f}; "

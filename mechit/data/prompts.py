@@ -14,10 +14,20 @@ failed example. :func:`read_prompts` with ``strict=True`` raises on those too.
      "instruction_spans": [[0, 9]], "group": "translate", "label": null}
 
 ``response`` null means "generate one"; ``label`` is null, "followed" or "not_followed";
-spans are ``[start, end)`` character offsets into ``prompt``.
+spans are ``[start, end)`` offsets into ``prompt`` in code points (Python string indices:
+"é" and "😀" count 1 each; not UTF-16 units, not bytes). Offsets in UTF-8 bytes are read
+with ``span_units="bytes"`` (``mechit attribute --span-units bytes``).
+
+Every text is checked at the door (:mod:`mechit.data.text`): a lone surrogate escape
+(``"\\ud800"``) in ``id`` refuses the file; in another field it fails that example, whose
+record keeps the text spelled as ``\\ud800``. ``NaN``/``Infinity``, numbers out of range and
+nesting too deep refuse the file with one line.
 
 **Paper TSV** (``ID\\tPrompt\\tResponse\\tInstruct&Context``): inside a field ``/n`` is a
-newline and ``/t`` a tab; a field wrapped in double quotes has ``""`` for a quote. The
+newline and ``/t`` a tab, everywhere, as the authors' loader reads it: so ``yes/no`` or a
+URL with ``/n`` in it is changed too. A file whose ids are not the authors' (their groups
+:data:`AUTHORS_GROUPS`) gets a warning when that happens; write such texts as JSONL. A
+field wrapped in double quotes has ``""`` for a quote. The
 last column holds instruction pieces joined by ``|||``, then ``&&&``, then the context.
 Two span conventions (``spans=``):
 
@@ -42,16 +52,21 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechit.data.paper import authors_spans, paper_group
 from mechit.data.spans import span_problem
+from mechit.data.text import byte_spans, lone_surrogate, parse_json, printable
 from mechit.errors import InputError
 
 LABELS = (None, "followed", "not_followed")
 TSV_HEADER = ["ID", "Prompt", "Response", "Instruct&Context"]
 SPAN_CONVENTIONS = ("authors", "literal")
+SPAN_UNITS = ("characters", "bytes")
+AUTHORS_GROUPS = ("user", "lima", "mtbench")  # the id prefixes of Wu et al.'s released prompt file
+TEXT_FIELDS = ("prompt", "response", "group", "label")
 
 
 @dataclass(frozen=True)
@@ -160,12 +175,36 @@ def _spans(value, where: str):
         return (), f"{where}: field 'instruction_spans' must be a list of [start, end) integer pairs, not {value!r}"
 
 
-def read_jsonl(path: str | Path) -> list[PromptRecord]:
+def _surrogate_error(where: str, obj: dict) -> str | None:
+    for name in TEXT_FIELDS:
+        value = obj.get(name)
+        at = lone_surrogate(value) if isinstance(value, str) else None
+        if at is not None:
+            return (f"{where}: field {name!r} holds a lone surrogate {printable(value[at])} at character {at}, "
+                    "which is not Unicode text (a JSON \\ud800-\\udfff escape without its pair); fix the file")
+    return None
+
+
+def _byte_spans(spans, prompt, where: str):
+    """(spans in code points, error) of spans given in UTF-8 bytes."""
+    try:
+        return byte_spans(prompt, spans), None
+    except InputError as problem:
+        return spans, f"{where}: field 'instruction_spans': {problem}"
+
+
+def read_jsonl(path: str | Path, *, span_units: str = "characters") -> list[PromptRecord]:
     """Read a JSONL prompt set (see the module docstring for the schema).
 
-    >>> read_jsonl("prompts.jsonl")[0].id  # doctest: +SKIP
-    't1'
+    ``span_units``: "characters" (code points, the default) or "bytes" (UTF-8 byte
+    offsets of the prompt, converted to code points).
+
+    >>> _ = Path("p.jsonl").write_text('{"id": "a", "prompt": "café: x", "instruction_spans": [[0, 6]]}\\n')
+    >>> read_jsonl("p.jsonl", span_units="bytes")[0].instruction_spans
+    ((0, 5),)
     """
+    if span_units not in SPAN_UNITS:
+        raise InputError(f"span units {span_units!r} are unknown; use 'characters' or 'bytes'")
     path = Path(path)
     records, seen = [], {}
     for number, text, utf8_problem in _lines(path):
@@ -173,15 +212,20 @@ def read_jsonl(path: str | Path) -> list[PromptRecord]:
             continue
         source = f"{path}:{number}"
         try:
-            obj = json.loads(text.lstrip("\ufeff") if number == 1 else text)
+            obj = parse_json(text.lstrip("\ufeff") if number == 1 else text)
         except json.JSONDecodeError as error:
             raise InputError(f"{source}: invalid JSON ({error.msg} at column {error.colno}); "
                              "each line must be one JSON object") from None
+        except InputError as problem:
+            raise InputError(f"{source}: {problem}") from None
         if not isinstance(obj, dict):
             raise InputError(f"{source}: each line must be a JSON object, not {type(obj).__name__}")
         example_id = obj.get("id")
         if not isinstance(example_id, str) or not example_id:
             raise InputError(f"{source}: field 'id' must be a non-empty string, not {example_id!r}")
+        if lone_surrogate(example_id) is not None:
+            raise InputError(f"{source}: field 'id' {example_id!r} holds a lone surrogate, which is not Unicode "
+                             "text (a JSON \\ud800-\\udfff escape without its pair); fix the id")
         if example_id in seen:
             raise InputError(f"{source}: example {example_id!r}: field 'id' duplicates line {seen[example_id]}; ids must be unique")
         seen[example_id] = number
@@ -194,11 +238,12 @@ def read_jsonl(path: str | Path) -> list[PromptRecord]:
             error = error or f"{where}: field 'prompt' is missing"
         if utf8_problem:
             error = _utf8_error(where, obj, utf8_problem)
-        record = PromptRecord(
-            id=example_id, prompt=obj.get("prompt", ""), response=obj.get("response"),
-            instruction_spans=spans, group=obj.get("group"), label=obj.get("label"),
-            source=source, error=error,
-        )
+        error = error or _surrogate_error(where, obj)
+        if error is None and span_units == "bytes" and isinstance(obj.get("prompt"), str):
+            spans, error = _byte_spans(spans, obj["prompt"], where)
+        texts = {name: obj.get(name, "" if name == "prompt" else None) for name in TEXT_FIELDS}
+        texts = {name: printable(value) if isinstance(value, str) else value for name, value in texts.items()}
+        record = PromptRecord(id=example_id, instruction_spans=spans, source=source, error=error, **texts)
         records.append(_with_check(record))
     return records
 
@@ -243,12 +288,14 @@ def read_paper_tsv(path: str | Path, *, spans: str = "authors") -> list[PromptRe
         raise InputError(f"{path}:1: the file is empty; expected the header {chr(9).join(TSV_HEADER)!r}") from None
     if header.lstrip("\ufeff").split("\t") != TSV_HEADER:
         raise InputError(f"{path}:1: header is {header[:80]!r}; expected {chr(9).join(TSV_HEADER)!r}")
-    records, seen = [], {}
+    records, seen, decoded = [], {}, []
     for number, text, utf8_problem in lines:
         if not text.strip():
             continue
         source = f"{path}:{number}"
         fields = text.split("\t")
+        decoded.extend((number, f[max(m.start() - 12, 0):m.end() + 12]) for f in fields[1:]
+                       for m in _ESCAPE.finditer(f))
         if len(fields) != 4:
             raise InputError(f"{source}: example {fields[0][:40]!r}: invalid TSV line with {len(fields)} fields; "
                              "expected 4 (ID, Prompt, Response, Instruct&Context); write tabs inside fields as /t")
@@ -276,15 +323,32 @@ def read_paper_tsv(path: str | Path, *, spans: str = "authors") -> list[PromptRe
             label=None, source=source, error=error,
         )
         records.append(_with_check(record))
+    _warn_decoded(path, records, decoded)
     return records
 
 
+_ESCAPE = re.compile(r"/[nt]")
+
+
+def _warn_decoded(path: Path, records: list[PromptRecord], decoded: list[tuple[int, str]]) -> None:
+    """Warn when ``/n``/``/t`` were decoded in a file that is not the authors' (see the module docstring)."""
+    foreign = [r.id for r in records if paper_group(r.id) not in AUTHORS_GROUPS]
+    if decoded and foreign:
+        line, context = decoded[0]
+        warnings.warn(f"{path}: /n and /t were read as newline and tab (the paper's TSV convention) in {len(decoded)} "
+                      f"places, first at line {line} in {context!r}; ids such as {foreign[0]!r} are not the authors' "
+                      "(user_, lima_, mtbench_), so check no '/n' or '/t' was meant as text (yes/no, a URL), "
+                      "or write the prompts as JSONL", stacklevel=3)
+
+
 def read_prompts(path: str | Path, *, format: str = "auto", strict: bool = False,
-                 spans: str = "authors") -> list[PromptRecord]:
+                 spans: str = "authors", span_units: str = "characters") -> list[PromptRecord]:
     """Read a prompt set: ``format`` is "jsonl", "tsv" or "auto" (by suffix: ``.tsv`` is the paper TSV).
 
     ``spans`` is the paper TSV's span convention, "authors" or "literal" (a JSONL file
-    gives its spans as offsets and ignores it).
+    gives its spans as offsets and ignores it); ``span_units`` says what those offsets
+    count, "characters" (code points) or "bytes" (UTF-8), and only a JSONL file reads it.
+    A file that cannot be read (permissions, a name too long) is refused with one line.
 
     With ``strict=True`` the first invalid record raises :class:`InputError`; otherwise
     invalid records are returned with ``error`` set.
@@ -292,13 +356,16 @@ def read_prompts(path: str | Path, *, format: str = "auto", strict: bool = False
     >>> records = read_prompts("prompts.jsonl")  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such prompt file")
-    if format == "auto":
-        format = "tsv" if path.suffix.lower() == ".tsv" else "jsonl"
-    if format not in ("jsonl", "tsv"):
-        raise InputError(f"prompt format {format!r} is unknown; use 'jsonl' or 'tsv'")
-    records = read_paper_tsv(path, spans=spans) if format == "tsv" else read_jsonl(path)
+    try:
+        if not path.is_file():
+            raise InputError(f"{path}: no such prompt file")
+        if format == "auto":
+            format = "tsv" if path.suffix.lower() == ".tsv" else "jsonl"
+        if format not in ("jsonl", "tsv"):
+            raise InputError(f"prompt format {format!r} is unknown; use 'jsonl' or 'tsv'")
+        records = read_paper_tsv(path, spans=spans) if format == "tsv" else read_jsonl(path, span_units=span_units)
+    except OSError as error:
+        raise InputError(f"{str(path)[:200]}: cannot read the prompt file ({error.strerror or error})") from None
     if not records:
         raise InputError(f"{path}: no examples (the file is empty or has only blank lines)")
     if strict:

@@ -1,5 +1,5 @@
-"""Cheap checks of ``mechit compare`` that run before any model loads: specs, stages,
-prompts, output directory and free space.
+"""Cheap checks of ``mechit compare`` that run before any model loads: specs, stages and
+prompts (the output directory: :func:`mechit.outdir.check_out_dir`).
 
 >>> check_specs(None, None)
 ('organism-base', 'organism-tuned', True)
@@ -7,59 +7,15 @@ prompts, output directory and free space.
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from mechit.data.prompts import read_prompts
-from mechit.errors import InputError, MechitError
+from mechit.errors import InputError
 from mechit.models import ORGANISM_SPECS
 from mechit.organism import held_out_prompts
 from mechit.pipeline.context import STAGES
-
-MIN_FREE_BYTES = 50 * 2**20  # refuse to start with less free space than this in DIR
-
-
-def disk_full_error(path: Path | str, done: Sequence[str]) -> MechitError:
-    """The one-line error for a write that ran out of space.
-
-    >>> disk_full_error("runs/x", ["attribution"])
-    MechitError('disk full while writing runs/x: free some space and rerun the same command to resume (finished stages kept: attribution)')
-    """
-    kept = ", ".join(done) if done else "none"
-    return MechitError(
-        f"disk full while writing {path}: free some space and rerun the same command to resume "
-        f"(finished stages kept: {kept})"
-    )
-
-
-def check_out_dir(out: Path) -> Path:
-    """Create ``out`` if needed and make sure a file can be written there and space is left.
-
-    >>> check_out_dir(Path("runs/new"))
-    PosixPath('runs/new')
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # named like atomic_path's temporaries, so a kill here leaves nothing the next run keeps
-        with tempfile.NamedTemporaryFile(dir=out, prefix=f".write-test.mechit-{os.getpid()}-", suffix=".tmp"):
-            pass
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise disk_full_error(out, []) from error
-        reason = error.strerror or error
-        raise InputError(f"output directory {out} is not writable ({reason}); choose another --out") from error
-    free = shutil.disk_usage(out).free
-    if free < MIN_FREE_BYTES:
-        raise MechitError(
-            f"disk full: only {free / 2**20:.1f} MiB free in {out}, mechit compare needs at least "
-            f"{MIN_FREE_BYTES // 2**20} MiB; free some space or choose another --out"
-        )
-    return out
 
 
 def check_specs(base: str | Path | None, tuned: str | Path | None) -> tuple[str, str, bool]:

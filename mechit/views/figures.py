@@ -122,7 +122,20 @@ def _token_html(text: str, density: float, instruction: bool) -> str:
 
 
 def _tokens_line(part: pd.DataFrame, prompt: str | None) -> str:
-    """One prompt's tokens, shown as their own characters of the prompt (offsets), gaps kept."""
+    """One prompt's tokens, shown as their own characters of the prompt (offsets), gaps kept.
+
+    A character split over several tokens (an emoji as four byte pieces, which share its
+    range) is drawn once, by the first of them; the others draw nothing.
+
+    >>> part = pd.DataFrame({"token": ["<0xF0>", "<0x9F>", "<0x98>", "<0x80>", "▁hi"], "char_start": [0, 0, 0, 0, 1],
+    ...                      "char_end": [1, 1, 1, 1, 4], "density": 0.5, "in_instruction": False})
+    >>> line = _tokens_line(part, "😀 hi")
+    >>> line.count("😀"), line.count("<span")
+    (1, 2)
+    >>> overlapping = part.iloc[3:].assign(char_start=[0, 1], char_end=[2, 3])
+    >>> [piece.split(">")[1] for piece in _tokens_line(overlapping, "abc").split("</span>")[:2]]
+    ['ab', 'c']
+    """
     pieces, previous_end = [], None
     for row in part.itertuples():
         start, end = row.char_start, row.char_end
@@ -130,6 +143,9 @@ def _tokens_line(part: pd.DataFrame, prompt: str | None) -> str:
             start, end = int(start), int(end)
             if previous_end is not None and start > previous_end:
                 pieces.append(html.escape(prompt[previous_end:start].replace("\n", "⏎")))
+            if previous_end is not None and end <= previous_end:
+                continue  # its characters are drawn already
+            start = start if previous_end is None else max(start, previous_end)
             text, previous_end = prompt[start:end], end
         else:
             text = str(row.token)

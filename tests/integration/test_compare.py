@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
+import mechit.outdir as outdir_mod
 import mechit.pipeline.run as compare_mod
-import mechit.pipeline.checks as checks_mod
 from mechit.pipeline.run import Options, compare
 from mechit.errors import IncompatiblePairError, InputError, MechitError
 from mechit.views.report import external_references
@@ -335,7 +335,7 @@ def test_output_dir_not_writable(pair_dirs, prompts_file, tmp_path, monkeypatch)
 
 def test_no_space_left_before_starting(pair_dirs, prompts_file, tmp_path, monkeypatch):
     _no_load(monkeypatch)
-    monkeypatch.setattr(checks_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))
+    monkeypatch.setattr(outdir_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))
     with pytest.raises(MechitError, match=r"disk full: only 1.0 MiB free"):
         compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "o", progress=False)
 

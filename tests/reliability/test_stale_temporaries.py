@@ -81,7 +81,7 @@ def test_compare_write_check_leftover_is_removed_by_the_next_run(tmp_path, monke
     named like every other temporary, it is removed once its writer is dead."""
     import tempfile
 
-    from mechit.pipeline.checks import check_out_dir
+    from mechit.outdir import check_out_dir
     from mechit.store import remove_stale_temporaries
 
     seen = []
