@@ -236,7 +236,8 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
             ids, offsets = ids[1:], offsets[1:]
 
     if max_tokens is not None and len(ids) > max_tokens:
-        raise InputError(f"field 'prompt': prompt + response are more than {max_tokens} tokens, longer than the "
+        field = "response" if response else "prompt"  # the response is what does not fit, when one is given
+        raise InputError(f"field '{field}': prompt + response are more than {max_tokens} tokens, longer than the "
                          f"model's context window of {max_tokens} tokens; shorten them")
     prompt_pos, response_pos = [], []
     for i, (start, end) in enumerate(offsets):

@@ -171,10 +171,8 @@ def attribute_dataset(
     store = RecordStore(out)
     remove_stale_temporaries(out)  # left by a run killed while writing
     open_run_manifest(out, specs, records, response, options)
-    examples = {r.id: example_fingerprint(r) for r in records}
     for spec in specs:
-        weights = fingerprints[spec] if fingerprints and spec in fingerprints else weights_fingerprint(spec)
-        inputs = {r.id: {"example": examples[r.id], "weights": weights} for r in records}
+        inputs = record_inputs(spec, records, fingerprints)
         states = {r.id: store.state(spec, r.id, inputs[r.id]) for r in records}
         _say_what_is_redone(spec, out, states)
         todo = [r for r in records if states[r.id] != "done"]
@@ -189,6 +187,18 @@ def attribute_dataset(
         del model
         gc.collect()
     return collect_tables(store, specs, records)
+
+
+def record_inputs(spec: str, records: Sequence[PromptRecord], fingerprints: dict | None = None) -> dict:
+    """What each record of ``spec`` is computed from, by example id: the example's content and
+    the model's weights (``fingerprints[spec]``, else :func:`mechit.models.weights_fingerprint`).
+    Every runner (one process, a shard, a Ray actor) keys its records by these.
+
+    >>> record_inputs("m", [PromptRecord("a", "Say hi", " hi")], {"m": "w1"})["a"]["weights"]
+    'w1'
+    """
+    weights = fingerprints[spec] if fingerprints and spec in fingerprints else weights_fingerprint(spec)
+    return {r.id: {"example": example_fingerprint(r), "weights": weights} for r in records}
 
 
 def example_fingerprint(record: PromptRecord) -> str:

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from mechit.attribution.dataset import _one
+from mechit.attribution.dataset import _one, record_inputs
 from mechit.data.prompts import PromptRecord
 from mechit.distributed.lock import run_lock
 from mechit.distributed.merge import write_tables
@@ -84,12 +84,13 @@ class AttributionWorker:
             self.model, self.spec = self.loader(spec), spec
         return self.model
 
-    def attribute(self, spec: str, record: PromptRecord) -> tuple[str, str]:
-        """Attribute one example under ``spec`` and write its record (unless it has one); return (spec, id)."""
-        if not self.store.done(spec, record.id):  # a retried task whose record was written before the kill
+    def attribute(self, spec: str, record: PromptRecord, inputs: dict | None = None) -> tuple[str, str]:
+        """Attribute one example under ``spec`` and write its record, keyed by ``inputs``
+        (:func:`mechit.attribution.dataset.record_inputs`), unless it has one; return (spec, id)."""
+        if self.store.state(spec, record.id, inputs) != "done":  # a retried task whose record was written before the kill
             model = self._model(spec) if record.error is None else None
             stored, tensors = _one(model, spec, record, self.options, self.response)
-            self.store.write(spec, record.id, stored, tensors=tensors)
+            self.store.write(spec, record.id, stored, tensors=tensors, inputs=inputs)
         return spec, record.id
 
     def pid(self) -> int:
@@ -156,7 +157,9 @@ def run_on_ray(
     ordered = longest_first(records, generated_length(response, options))
     with run_lock(out, "ray driver"):
         remove_stale_temporaries(out)  # left by writers killed in an earlier run
-        todo = [(spec, r) for spec in specs for r in ordered if not store.done(spec, r.id)]
+        inputs = {spec: record_inputs(spec, ordered) for spec in specs}
+        todo = [(spec, r, inputs[spec][r.id]) for spec in specs for r in ordered
+                if store.state(spec, r.id, inputs[spec][r.id]) != "done"]
         if todo:
             started = not ray.is_initialized()
             if started:

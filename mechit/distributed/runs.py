@@ -30,6 +30,7 @@ from mechit.attribution.dataset import (
     _one,
     collect_tables,
     open_run_manifest,
+    record_inputs,
     run_summary,
 )
 from mechit.data.prompts import PromptRecord
@@ -104,7 +105,8 @@ def run_shard(
     loader = loader or load_model
     with run_lock(out, f"shard {index}/{n_shards}"):
         for spec in specs:
-            todo = [r for r in mine if not store.done(spec, r.id)]
+            inputs = record_inputs(spec, mine)
+            todo = [r for r in mine if store.state(spec, r.id, inputs[r.id]) != "done"]
             if not todo:
                 continue
             model = loader(spec) if any(r.error is None for r in todo) else None
@@ -112,7 +114,7 @@ def run_shard(
                        disable=not progress)
             for record in bar:
                 stored, tensors = _one(model, spec, record, options, response)
-                store.write(spec, record.id, stored, tensors=tensors)
+                store.write(spec, record.id, stored, tensors=tensors, inputs=inputs[record.id])
             bar.close()
             del model
             gc.collect()

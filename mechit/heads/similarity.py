@@ -44,6 +44,7 @@ torch.Size([3])
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import re
@@ -58,8 +59,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import svds
 from torch import Tensor
 
-from mechit.data.minilm import MiniLMSimilarity
 import mechit.arch.weights as weight_views
+from mechit.data.minilm import MiniLMSimilarity
 from mechit.errors import InputError
 from mechit.tokens import word_vectors
 
@@ -171,7 +172,7 @@ class EmbeddingSimilarity:
         True
         """
         if self._identity is None:
-            table = weight_views.input_embedding(self.model).detach().float().cpu().contiguous()
+            table = weight_views.input_embedding(self.model).detach().cpu().contiguous()  # the model's compute dtype
             self._identity = f"embedding:{_digest(table.numpy().tobytes())}"
         return self._identity
 

@@ -74,7 +74,7 @@ def test_compare_organism_end_to_end(tmp_path, capsys):
     head = summary["headline"]
     assert head["attribution"]["n"] >= 0.95 * n
     assert 0 <= head["heads"]["instruction_mean"] <= 1
-    assert head["ffn"]["base_n"] == head["ffn"]["tuned_n"] > 0
+    assert head["ffn"]["seed0_base_n"] == head["ffn"]["seed0_tuned_n"] > 0
 
     page = (out / "report.html").read_text(encoding="utf-8")
     assert external_references(page) == []

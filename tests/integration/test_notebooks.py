@@ -38,3 +38,19 @@ def test_notebook_runs(path, tmp_path):
               if o.get("output_type") == "error"]
     assert errors == []
     assert all(cell.get("execution_count") for cell in notebook.cells if cell.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_stored_with_their_outputs(path):
+    """A reader sees the results without running anything: every code cell is stored executed,
+    and the notebook shows figures or tables (regenerate with scripts/notebooks.py)."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.get("execution_count") for cell in code)
+    outputs = [o for cell in code for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    rich = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")
+            and ({"image/png", "text/html"} & set(o.get("data", {})))]
+    assert rich, f"{path.name} holds no figure, table or view"

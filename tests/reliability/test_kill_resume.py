@@ -143,7 +143,8 @@ def _compare_kill_and_resume(argv, n_examples: int, tmp_path: Path, seed: int) -
         status = runner.wait(runner.start(argv(reference), tmp_path / "reference.log"))
         assert status == 0, (tmp_path / "reference.log").read_text()[-3000:]
         out = tmp_path / "killed"
-        points = [("records", rng.randint(2, 2 * n_examples - 2)), ("stage", "attribution"), ("stage", "heads")]
+        points = [("records", rng.randint(2, 2 * n_examples - 2)), ("stage", "attribution"), ("stage", "faithfulness"),
+                  ("stage", "heads")]
         survived, finished_tables = 0, {}
         for kind, target in points:
             pid = runner.start(argv(out), tmp_path / "killed.log")
@@ -179,7 +180,7 @@ def _compare_kill_and_resume(argv, n_examples: int, tmp_path: Path, seed: int) -
     assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))[:10]
     differ = [name for name in want if got[name] != want[name]]
     assert differ == [], f"{len(differ)} files differ from the uninterrupted run, e.g. {differ[:5]}"
-    assert _stages_done(out) == _stages_done(reference) == ["attribution", "heads", "ffn"]
+    assert _stages_done(out) == _stages_done(reference) == ["attribution", "faithfulness", "heads", "ffn"]
     return survived, len(stale)
 
 
