@@ -36,14 +36,13 @@ True
 from __future__ import annotations
 
 import contextlib
-import os
 import ctypes
 import ctypes.util
 import functools
+import os
 from typing import Iterator
 
 import torch
-
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 """dtype names accepted by ``--dtype`` and :func:`choose_dtype` (besides "auto")."""

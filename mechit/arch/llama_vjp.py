@@ -246,7 +246,7 @@ def _mlp_vjp(w: LlamaWeights, cot: Tensor, rw2: Tensor, wxn2: Tensor, rxn2: Tens
     ``h``: ``cot`` (..., S, d) at the output, the rest (S, .) from :class:`LlamaSaved` at the
     same positions; returns the cotangent at ``h`` (..., S, d)."""
     da = cot @ w.wd  # (..., S, f)
-    f, d = da.shape[-1], cot.shape[-1]
+    f = da.shape[-1]
     dn = _products([((da * dgate).view(-1, f), w.wg), ((da * dup).view(-1, f), w.wu)]).view(cot.shape)
     return _rms_norm_vjp_(dn, rw2, wxn2, rxn2).add_(cot)
 

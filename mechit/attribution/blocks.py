@@ -40,7 +40,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechit.arch.block_calls import block_input, block_output, with_block_input, with_block_output
+from mechit.arch.block_calls import (
+    block_input,
+    block_output,
+    with_block_input,
+    with_block_output,
+)
 from mechit.arch.families import family
 
 

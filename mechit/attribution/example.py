@@ -27,8 +27,16 @@ from circuitsvis.tokens import colored_tokens_multi
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from mechit.attribution.grad import (DEFAULT_MEMORY_BUDGET, Method, block_path_bytes, choose_method, cotangent_bytes,
-                                     forward_bytes, gradient_x_input, product_bytes)
+from mechit.attribution.grad import (
+    DEFAULT_MEMORY_BUDGET,
+    Method,
+    block_path_bytes,
+    choose_method,
+    cotangent_bytes,
+    forward_bytes,
+    gradient_x_input,
+    product_bytes,
+)
 from mechit.attribution.scores import density, instruction_score, rescale, sparsify
 from mechit.data.spans import span_problem
 from mechit.errors import EmptyResponseError, InputError

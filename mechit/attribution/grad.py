@@ -49,7 +49,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechit.attribution.blocks import at_least_fp32, block_primal, block_reverse, weights_frozen
+from mechit.attribution.blocks import (
+    at_least_fp32,
+    block_primal,
+    block_reverse,
+    weights_frozen,
+)
 from mechit.errors import InputError
 from mechit.runtime import trim_hooks
 

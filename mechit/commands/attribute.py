@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import sys
 
-from mechit.commands.args import (MAX_LEVELS, add_loading_options, check_levels, finite_float, int_in,
-                                  loading_kwargs, non_negative_int, positive_int)
-from mechit.commands.distributed_options import add_distributed_options, distributed_runner
+from mechit.commands.args import (
+    MAX_LEVELS,
+    add_loading_options,
+    check_levels,
+    finite_float,
+    int_in,
+    loading_kwargs,
+    non_negative_int,
+    positive_int,
+)
+from mechit.commands.distributed_options import (
+    add_distributed_options,
+    distributed_runner,
+)
 
 CSV_TEXT_COLUMNS = dict.fromkeys(["id", "group", "label", "model", "response", "status", "error"], str)
 MAX_BOOT = 1_000_000  # resamples: n_boot x n indices are drawn at once

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import sys
 
-from mechit.commands.args import MAX_LEVELS, check_levels, finite_float, int_in, non_negative_int
+from mechit.commands.args import (
+    MAX_LEVELS,
+    check_levels,
+    finite_float,
+    int_in,
+    non_negative_int,
+)
 from mechit.data.prompts import SPAN_CONVENTIONS
 
 

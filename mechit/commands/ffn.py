@@ -22,8 +22,16 @@ import argparse
 import json
 from pathlib import Path
 
-from mechit.commands.args import (MODEL_SPEC_HELP, add_loading_options, add_stream_option, finite_float,
-                                  loading_kwargs, non_negative_int, parse_indices, positive_int)
+from mechit.commands.args import (
+    MODEL_SPEC_HELP,
+    add_loading_options,
+    add_stream_option,
+    finite_float,
+    loading_kwargs,
+    non_negative_int,
+    parse_indices,
+    positive_int,
+)
 from mechit.errors import InputError
 
 # torch, the models and the analyses are imported inside the run_* functions: they keep `mechit --help` fast.

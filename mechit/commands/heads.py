@@ -20,7 +20,13 @@ import json
 import sys
 from pathlib import Path
 
-from mechit.commands.args import add_loading_options, add_stream_option, loading_kwargs, parse_indices, positive_int
+from mechit.commands.args import (
+    add_loading_options,
+    add_stream_option,
+    loading_kwargs,
+    parse_indices,
+    positive_int,
+)
 
 MANIFEST = "head_pairs.json"
 
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from mechit.models import open_for_weights, tag_model
     from mechit.outdir import check_out_dir
     from mechit.store import Manifest, write_table
-    from mechit.tokens import default_top_k, default_words
+    from mechit.vocab import default_top_k, default_words
 
     check_out_dir(args.out, create=False)
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
@@ -122,11 +128,10 @@ def run_shift(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mechit.data.wordlists import read_words
+    from mechit.errors import InputError
     from mechit.heads.shift import head_change_scores, head_shift, verb_fractions
     from mechit.outdir import check_out_dir
     from mechit.store import write_table
-
-    from mechit.errors import InputError
 
     base, tuned = _read_pairs(args.base, "base"), _read_pairs(args.tuned, "tuned")
     out = check_out_dir(args.out or args.tuned, create=False)

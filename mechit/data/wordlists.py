@@ -99,9 +99,8 @@ def is_stop_verb(word: str) -> bool:
 
 
 def _is_common_verb(word: str) -> bool:
-    from wordfreq import zipf_frequency
-
     from lemminflect import getAllLemmas
+    from wordfreq import zipf_frequency
 
     forms = _verb_forms(word)
     if forms is None or "VBG" not in forms:

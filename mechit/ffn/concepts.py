@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import mechit.arch.weights as weight_views
-from mechit import tokens
+from mechit import tokens, vocab
 from mechit.errors import InputError
 from mechit.runtime import compute_dtype, single_thread, upcast
 
@@ -155,7 +155,7 @@ def concept_words(
 def unit_word_vectors(model: Any, words: Sequence[str] | None) -> tuple[list[str], Float[Tensor, "n d_model"]]:
     """Output-side word vectors (mean of sub-token unembeddings), L2-normalised.
 
-    ``words=None`` uses :func:`mechit.tokens.default_words`: 26,500 frequent English words with
+    ``words=None`` uses :func:`mechit.vocab.default_words`: 26,500 frequent English words with
     the verbs of Finding 2 (:func:`mechit.data.wordlists.head_vocabulary`), or the organism's
     vocabulary and the verbs its tokenizer knows for the organism.
     Returns the words that could be encoded and their vectors [n_words, d_model].
@@ -164,7 +164,7 @@ def unit_word_vectors(model: Any, words: Sequence[str] | None) -> tuple[list[str
     >>> vectors.shape == (len(words), model.cfg.d_model), bool(vectors.norm(dim=1).sub(1).abs().max() < 1e-5)
     (True, True)
     """
-    chosen = tokens.default_words(model) if words is None else list(words)
+    chosen = vocab.default_words(model) if words is None else list(words)
     if not chosen:
         raise InputError("the word list is empty")
     wv = tokens.word_vectors(model, chosen, side="output")

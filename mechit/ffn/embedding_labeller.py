@@ -37,8 +37,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechit.errors import MechitError
 from mechit.data.minilm import MiniLMSimilarity
+from mechit.errors import MechitError
 from mechit.ffn.labels import QUESTIONS
 from mechit.ffn.lexicon import LexiconLabeller
 

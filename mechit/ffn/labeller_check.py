@@ -26,9 +26,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mechit.errors import InputError
-from mechit.store import write_json
 from mechit.ffn.checkset import check_set
-from mechit.ffn.labels import LabellerError, Labeller
+from mechit.ffn.labels import Labeller, LabellerError
+from mechit.store import write_json
 
 NO_LABEL = "(no label)"
 

@@ -46,7 +46,13 @@ from tqdm.auto import tqdm
 
 from mechit.errors import MechitError
 from mechit.ffn.embedding_labeller import EmbeddingLabeller
-from mechit.ffn.labels import Labeller, LabellerError, check_question, concept_word_lists, resample_words
+from mechit.ffn.labels import (
+    Labeller,
+    LabellerError,
+    check_question,
+    concept_word_lists,
+    resample_words,
+)
 from mechit.ffn.lexicon import LexiconLabeller, organism_second_language
 from mechit.models.loading import load_model
 

@@ -176,7 +176,9 @@ class LexiconLabeller:
 
     def level_shares(self, words: Sequence[str]) -> dict[str, float]:
         """Share of words behind each linguistic-level rule."""
-        from lemminflect import getAllLemmas  # lazy: 0.3 s to import, only the level question needs it
+        from lemminflect import (
+            getAllLemmas,  # lazy: 0.3 s to import, only the level question needs it
+        )
 
         ws = [w.lower() for w in self._clean(words)]
         if not ws:

@@ -13,7 +13,11 @@
 ('qk-dims', 'qk', 'ov')
 """
 
-from mechit.heads.attention import attention_patterns, instruction_attention, pattern_table
+from mechit.heads.attention import (
+           attention_patterns,
+           instruction_attention,
+           pattern_table,
+)
 from mechit.heads.pairs import METHODS, head_knowledge, head_pairs
 from mechit.heads.shift import head_change_scores, head_shift, verb_fractions
 from mechit.heads.similarity import get_similarity

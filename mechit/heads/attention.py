@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 from mechit.arch.weights import select_indices
 from mechit.data.prompts import read_prompts
 from mechit.errors import InputError
-from mechit.tokens import encode, span_mask
 from mechit.runtime import upcast
+from mechit.tokens import encode, span_mask
 
 COLUMNS = ["id", "group", "layer", "head", "instruction_mass", "prompt_mass", "instruction_share",
            "n_instruction_tokens", "n_prompt_tokens", "n_response_tokens"]

@@ -52,11 +52,17 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechit import tokens
+from mechit import tokens, vocab
 from mechit.arch import weights as weight_views
 from mechit.errors import InputError
 from mechit.heads.kernels import blockwise_topk, compact_rows, qk_dim_pairs_group
-from mechit.heads.similarity import EmbeddingSimilarity, get_similarity, similarity_identity, unit_rows, word_thresholds
+from mechit.heads.similarity import (
+    EmbeddingSimilarity,
+    get_similarity,
+    similarity_identity,
+    unit_rows,
+    word_thresholds,
+)
 from mechit.runtime import upcast
 
 log = logging.getLogger(__name__)
@@ -70,14 +76,14 @@ COLUMNS = ["method", "layer", "head", "dim", "dim_rank", "rank", "word_a", "word
 
 def words_and_vectors(model, words: Sequence[str] | None) -> tuple[list[str], Float[Tensor, "n d_model"]]:
     """The kept words and their input word vectors (:func:`mechit.tokens.word_vectors`);
-    ``None`` -> :func:`mechit.tokens.default_words`. Degenerate words are dropped and counted in the log;
+    ``None`` -> :func:`mechit.vocab.default_words`. Degenerate words are dropped and counted in the log;
     an empty list, or one with no usable word, is an InputError.
 
     >>> words, vectors = words_and_vectors(tiny, ["cat", "dog"])
     >>> words, vectors.shape
     (['cat', 'dog'], torch.Size([2, 64]))
     """
-    words = tokens.default_words(model) if words is None else list(words)
+    words = vocab.default_words(model) if words is None else list(words)
     if not words:
         raise InputError("the word list is empty: give at least one word (or words=None for the default list)")
     found = tokens.word_vectors(model, words, side="input")
@@ -245,7 +251,7 @@ def head_pairs(
     """Word pairs of each selected attention head (see the module docstring for the methods
     and columns).
 
-    Parameters: ``words`` (default :func:`mechit.tokens.default_words`; degenerate words are
+    Parameters: ``words`` (default :func:`mechit.vocab.default_words`; degenerate words are
     dropped and counted in the log), ``method`` ("qk-dims", "qk", "ov"), ``layers``/``heads``
     (int or iterable; default all), ``top_k`` (K words per dimension and side for qk-dims,
     pairs per head for qk/ov), ``similarity`` (qk-dims only: a :mod:`mechit.heads.similarity`

@@ -31,7 +31,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mechit.data.wordlists import INSTRUCTION_VERBS, general_verbs as frequent_general_verbs
+from mechit.data.wordlists import INSTRUCTION_VERBS
+from mechit.data.wordlists import general_verbs as frequent_general_verbs
 from mechit.errors import InputError
 from mechit.heads.pairs import head_knowledge
 from mechit.stats import welch

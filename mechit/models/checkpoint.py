@@ -100,7 +100,9 @@ def check_checkpoint(spec: str, directory: "str | Path", plan: ModelPlan, *, tru
     >>> from mechit.models import organism_dir, read_plan
     >>> check_checkpoint("tuned", organism_dir("tuned"), read_plan("organism-tuned"))  # a sound checkpoint passes
     """
-    from transformer_lens.model_bridge.sources.transformers.helpers import get_hf_model_class_for_architecture
+    from transformer_lens.model_bridge.sources.transformers.helpers import (
+        get_hf_model_class_for_architecture,
+    )
     from transformers import AutoConfig
 
     directory = Path(directory)
@@ -133,7 +135,11 @@ def _compare(meta, stored: dict) -> tuple[set, set, list]:
     """(missing, unexpected, misshapen) names of ``stored`` against the meta model, matched with
     transformers' renaming rules (legacy names, base-model prefix); tied and ignorable names dropped."""
     from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        rename_source_key,
+    )
 
     expected = meta.state_dict()
     transforms = get_model_conversion_mapping(meta)

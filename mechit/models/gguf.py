@@ -13,7 +13,6 @@ from pathlib import Path
 from mechit.arch.families import GGUF_ARCHITECTURES
 from mechit.errors import SpecError, first_line
 
-
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 

@@ -41,11 +41,11 @@ class Options:
     (the paper's 8 for 32 layers; the verb shift is also reported over all layers).
     ``ffn_layer_group`` is the paper's 4 layers per group; ``label_seeds`` the paper's 5
     labelling seeds (for the offline labeller: bootstrap resamples of each word list).
-    ``words`` is the word list for heads and FFN (default :func:`mechit.tokens.default_words`:
+    ``words`` is the word list for heads and FFN (default :func:`mechit.vocab.default_words`:
     the organism's vocabulary and the verbs its tokenizer knows for the organism, else
     ``n_words`` words holding the instruction and general verbs, the paper's 26,500 by
     default). ``head_top_k`` None: K in the paper's ratio to the word list's length
-    (:func:`mechit.tokens.default_top_k`; 100 of 26,500). ``similarity`` None: one source
+    (:func:`mechit.vocab.default_top_k`; 100 of 26,500). ``similarity`` None: one source
     for both models (MiniLM when installed, else the base model's embeddings). ``threads``: torch threads
     during the run; None = 1 for models under :data:`SMALL_MODEL_PARAMETERS` parameters
     (their matrices are too small to gain from threads, and extra threads on a busy

@@ -46,7 +46,13 @@ from mechit.errors import InputError
 from mechit.models import load_pair, weights_fingerprint
 from mechit.outdir import check_out_dir, disk_full_error
 from mechit.pipeline.checks import check_specs, load_records, parse_only
-from mechit.pipeline.context import SMALL_MODEL_PARAMETERS, STAGES, Context, Options, sha256
+from mechit.pipeline.context import (
+    SMALL_MODEL_PARAMETERS,
+    STAGES,
+    Context,
+    Options,
+    sha256,
+)
 from mechit.pipeline.progress import Progress
 from mechit.pipeline.stages import STAGE_RUNNERS, stage_plan
 from mechit.pipeline.summary import build_summary

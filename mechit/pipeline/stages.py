@@ -53,18 +53,18 @@ from mechit.models import tag_model, weights_fingerprint
 from mechit.pipeline.context import Context
 from mechit.stats import compare_labels, compare_models
 from mechit.store import RecordStore
-from mechit.tokens import default_top_k, default_words
+from mechit.vocab import default_top_k, default_words
 
 
 def _words(ctx: Context) -> list[str]:
-    """The word list for heads and FFN: given, else the one default rule (:func:`mechit.tokens.default_words`)."""
+    """The word list for heads and FFN: given, else the one default rule (:func:`mechit.vocab.default_words`)."""
     if ctx.options.words is not None:
         return list(ctx.options.words)
     return default_words(ctx.pair.base, ctx.options.n_words)
 
 
 def _top_k(ctx: Context, words: list[str]) -> int:
-    """K words per head dimension: given, else the paper's ratio (:func:`mechit.tokens.default_top_k`)."""
+    """K words per head dimension: given, else the paper's ratio (:func:`mechit.vocab.default_top_k`)."""
     return ctx.options.head_top_k or default_top_k(ctx.pair.base, len(words))
 
 

@@ -221,7 +221,9 @@ def neuron_view(
     >>> view.save("neurons.html").exists()
     True
     """
-    from circuitsvis.topk_tokens import topk_tokens  # lazy: circuitsvis imports torch (seconds), views need not
+    from circuitsvis.topk_tokens import (
+        topk_tokens,  # lazy: circuitsvis imports torch (seconds), views need not
+    )
 
     models, words, chosen, grid = neuron_score_grid(table, layer, neurons)
     layer = int(table["layer"].iloc[0]) if layer is None else layer

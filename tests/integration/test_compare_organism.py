@@ -15,9 +15,9 @@ import pytest
 from mechit.data.wordlists import INSTRUCTION_VERBS
 from mechit.models import load_model
 from mechit.organism import held_out_prompts, vocabulary
-from mechit.tokens import default_words
 from mechit.organism.weights import model_dir
 from mechit.views.report import external_references
+from mechit.vocab import default_words
 
 pytestmark = pytest.mark.skipif(
     not all((model_dir(name) / "config.json").is_file() for name in ("base", "tuned")),

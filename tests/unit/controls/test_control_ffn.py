@@ -17,9 +17,10 @@ import torch
 
 import mechit
 from mechit.ffn import ffn_concepts, ffn_rotation, label_concepts
-from mechit.models import ModelPair
 from mechit.ffn.lexicon import NUMBER_WORDS, LexiconLabeller
-from mechit.tokens import default_words, word_vectors
+from mechit.models import ModelPair
+from mechit.tokens import word_vectors
+from mechit.vocab import default_words
 
 LAYER, PLANTED = 4, range(48)
 K = 10

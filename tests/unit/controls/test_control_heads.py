@@ -20,7 +20,8 @@ import mechit
 from mechit.arch.weights import kv_head, qk_weights
 from mechit.heads import head_change_scores, head_knowledge, head_pairs, verb_fractions
 from mechit.heads.similarity import EmbeddingSimilarity, unit_rows, word_thresholds
-from mechit.tokens import default_words, word_vectors
+from mechit.tokens import word_vectors
+from mechit.vocab import default_words
 
 LAYER, HEAD, DIMS, VERB = 3, 5, (0, 1), "summarize"
 

@@ -8,10 +8,21 @@ import pandas as pd
 import pytest
 import torch
 
-from mechit.errors import InputError
 import mechit.heads.kernels as kernels
-from mechit.heads.kernels import _candidates, blockwise_topk, compact_rows, qk_dim_pairs_group
-from mechit.heads.pairs import energy_order, head_knowledge, head_pairs, head_projections, qk_dim_pairs
+from mechit.errors import InputError
+from mechit.heads.kernels import (
+    _candidates,
+    blockwise_topk,
+    compact_rows,
+    qk_dim_pairs_group,
+)
+from mechit.heads.pairs import (
+    energy_order,
+    head_knowledge,
+    head_pairs,
+    head_projections,
+    qk_dim_pairs,
+)
 from mechit.heads.reference import qk_dim_pairs_reference
 from mechit.heads.similarity import unit_rows, word_thresholds
 
@@ -370,7 +381,8 @@ def test_default_words_follow_the_model():
     from mechit.data.wordlists import finding_verbs, head_vocabulary
     from mechit.models import load_model
     from mechit.organism import vocabulary
-    from mechit.tokens import default_words, word_token_ids
+    from mechit.tokens import word_token_ids
+    from mechit.vocab import default_words
 
     organism = load_model("organism-tuned")
     other = SimpleNamespace(tokenizer=SimpleNamespace(name_or_path="/somewhere"), mechit_spec="my/model")
