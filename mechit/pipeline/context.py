@@ -40,7 +40,8 @@ class Options:
     ``rotation_k`` = min(50, n_components), ``head_layer_group`` = max(1, n_layers // 4)
     (the paper's 8 for 32 layers; the verb shift is also reported over all layers).
     ``ffn_layer_group`` is the paper's 4 layers per group; ``label_seeds`` the paper's 5
-    labelling seeds (for the offline labeller: bootstrap resamples of each word list).
+    labelling seeds (for the offline labeller: bootstrap resamples of each word list); ``labeller``
+    the offline concept labeller, "embedding" (MiniLM and lexicon rules) or "lexicon" (no MiniLM).
     ``words`` is the word list for heads and FFN (default :func:`mechit.vocab.default_words`:
     the organism's vocabulary and the verbs its tokenizer knows for the organism, else
     ``n_words`` words holding the instruction and general verbs, the paper's 26,500 by
@@ -67,6 +68,7 @@ class Options:
     head_layer_group: int | None = None
     ffn_layer_group: int = 4
     label_seeds: int = 5
+    labeller: str = "embedding"
     n_attention_heads: int = 4
     ablation: str = "remove"
     seed: int = 0

@@ -328,7 +328,7 @@ def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
     k = _n_components(ctx)
     concepts = ctx.pair.run(_ticking(ctx, "concepts", ffn_concepts), n_components=k, top_k=o.concept_top_k,
                             words=words, progress=ctx.progress)
-    labeller = make_labeller("embedding", foreign_words="organism" if ctx.organism else ())
+    labeller = make_labeller(o.labeller, foreign_words="organism" if ctx.organism else ())
     labels = label_concepts(concepts, labeller, seeds=range(o.label_seeds), progress=ctx.progress)
     proportions = label_proportions(labels, group_size=o.ffn_layer_group)
     ctx.tick("labels")
