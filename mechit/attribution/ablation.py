@@ -50,6 +50,7 @@ from mechit.attribution.example import generate_response
 from mechit.data.prompts import PromptRecord
 from mechit.data.spans import span_problem
 from mechit.errors import InputError
+from mechit.runtime import device_of
 from mechit.tokens import Encoded, encode, span_mask
 
 How = Literal["remove", "mask", "mean"]
@@ -82,7 +83,7 @@ def mean_embedding(model) -> Float[Tensor, " d_model"]:
     >>> mean_embedding(tiny).shape
     torch.Size([64])
     """
-    device = next(model.parameters()).device
+    device = device_of(model)
     return (input_embedding(model).to(device).mean(dim=0) * embed_scale(model)).to(model.W_E.dtype)
 
 
@@ -114,7 +115,7 @@ def response_logprobs(model, input_ids: Int[Tensor, " seq"], response_positions:
     >>> response_logprobs(model, enc.input_ids, enc.response_positions).exp().tolist()
     [0.95..., 0.98...]
     """
-    device = next(model.parameters()).device
+    device = device_of(model)
     input_ids, response_positions = input_ids.to(device), response_positions.to(device)
     hooks = []
     if replace is not None:

@@ -40,6 +40,7 @@ from mechit.attribution.grad import (
 from mechit.attribution.scores import density, instruction_score, rescale, sparsify
 from mechit.data.spans import span_problem
 from mechit.errors import EmptyResponseError, InputError
+from mechit.runtime import device_of
 from mechit.tokens import encode, span_mask
 
 
@@ -142,7 +143,7 @@ def generate_response(model, prompt: str, *, chat_template: bool = False, max_ne
     """
     tokenizer = model.tokenizer
     encoded = encode(tokenizer, prompt, "", chat_template=chat_template)
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = encoded.input_ids[None].to(device)
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,

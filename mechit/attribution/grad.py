@@ -56,7 +56,7 @@ from mechit.attribution.blocks import (
     weights_frozen,
 )
 from mechit.errors import InputError
-from mechit.runtime import trim_hooks
+from mechit.runtime import device_of, trim_hooks
 
 Method = Literal["auto", "reverse", "forward"]
 
@@ -299,7 +299,7 @@ def gradient_x_input(
     >>> bool((raw - gradient_x_input(*args, method="reverse")[0]).abs().max() < 1e-4 * raw.abs().max())
     True
     """
-    device = next(model.parameters()).device
+    device = device_of(model)
     input_ids = input_ids.to(device)
     prompt_positions = prompt_positions.to(device)
     response_positions = response_positions.to(device)

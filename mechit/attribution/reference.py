@@ -17,6 +17,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechit.attribution.blocks import at_least_fp32
+from mechit.runtime import device_of
 
 
 def gradient_x_input_loop(
@@ -44,7 +45,7 @@ def gradient_x_input_loop(
     >>> bool((fast - ref).abs().max() < 1e-4 * ref.abs().max())
     True
     """
-    device = next(model.parameters()).device
+    device = device_of(model)
     input_ids, prompt_positions, response_positions = (
         t.to(device) for t in (input_ids, prompt_positions, response_positions))
     seen = {}

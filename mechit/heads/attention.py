@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from mechit.arch.weights import select_indices
 from mechit.data.prompts import read_prompts
 from mechit.errors import InputError
-from mechit.runtime import upcast
+from mechit.runtime import device_of, upcast
 from mechit.tokens import encode, span_mask
 
 COLUMNS = ["id", "group", "layer", "head", "instruction_mass", "prompt_mass", "instruction_share",
@@ -90,13 +90,14 @@ def instruction_attention(
     records = _records(prompts)
     layer_list = select_indices("layer", layers, model.cfg.n_layers)
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in layer_list]
+    device = device_of(model)
     rows = []
     for rec in tqdm(records, desc="instruction attention", unit="prompt", disable=not progress):
         enc = encode(model.tokenizer, rec["prompt"], rec["response"], chat_template=chat_template)
         instruction = enc.prompt_positions[span_mask(enc, rec["instruction_spans"])]
         queries = enc.response_positions if len(enc.response_positions) else enc.prompt_positions[-1:]
         with torch.no_grad():
-            _, cache = model.run_with_cache(enc.input_ids[None], names_filter=lambda name: name in names)
+            _, cache = model.run_with_cache(enc.input_ids[None].to(device), names_filter=lambda name: name in names)
         for layer, name in zip(layer_list, names):
             pattern = upcast(cache[name][0])[:, queries, :]  # (heads, queries, keys)
             instruction_mass = pattern[:, :, instruction].sum(-1).mean(-1)  # (heads,)
@@ -123,7 +124,7 @@ def attention_patterns(
     names = {f"blocks.{layer}.attn.hook_pattern": layer for layer in layer_list}
     enc = encode(model.tokenizer, prompt, response, chat_template=chat_template)
     with torch.no_grad():
-        _, cache = model.run_with_cache(enc.input_ids[None], names_filter=lambda name: name in names)
+        _, cache = model.run_with_cache(enc.input_ids[None].to(device_of(model)), names_filter=lambda name: name in names)
     return enc.tokens, {layer: upcast(cache[name][0]) for name, layer in names.items()}
 
 
