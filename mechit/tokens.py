@@ -180,7 +180,7 @@ def check_length(tokenizer, text: str, max_tokens: int, what: str = "prompt + re
                          f"{longest_token_chars(tokenizer)} characters); shorten them")
 
 
-def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = False,
+def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = False, device=None,
            prepend_bos: bool | None = None, max_tokens: int | None = None) -> Encoded:
     """Tokenise prompt + response once, as one sequence, and locate both parts.
 
@@ -193,6 +193,8 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
         prepend_bos: without a chat template, put the BOS token first. Default: when
             the tokenizer has a BOS token and does not add one itself (as TransformerLens
             does). A chat template supplies its own special tokens, so never then.
+        device: where the id and position tensors are made (default CPU; an analysis passes
+            its model's device).
         max_tokens: the context window, or None. The text is first checked in characters
             (:func:`check_length`), then tokenised with truncation at ``max_tokens + 1``
             tokens; a longer sequence raises InputError.
@@ -258,9 +260,9 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
         return [(max(offsets[i][0] - base, 0), min(offsets[i][1] - base, length)) for i in positions]
 
     return Encoded(
-        input_ids=torch.tensor(ids, dtype=torch.long),
-        prompt_positions=torch.tensor(prompt_pos, dtype=torch.long),
-        response_positions=torch.tensor(response_pos, dtype=torch.long),
+        input_ids=torch.tensor(ids, dtype=torch.long, device=device),
+        prompt_positions=torch.tensor(prompt_pos, dtype=torch.long, device=device),
+        response_positions=torch.tensor(response_pos, dtype=torch.long, device=device),
         tokens=tokenizer.convert_ids_to_tokens(ids),
         prompt_offsets=clip(prompt_pos, prompt_at[0], len(prompt)),
         response_offsets=clip(response_pos, response_at[0], len(response)),
@@ -273,7 +275,7 @@ def encode(tokenizer, prompt: str, response: str = "", *, chat_template: bool = 
     )
 
 
-def span_mask(encoded: Encoded, spans: Sequence[tuple[int, int]]) -> "Bool[Tensor, 'n']":
+def span_mask(encoded: Encoded, spans: Sequence[tuple[int, int]], *, device=None) -> "Bool[Tensor, 'n']":
     """Mask over the prompt positions: True where a token overlaps an instruction span.
 
     ``spans`` are half-open character ranges [start, end) of ``encoded.prompt``. Rule: a
@@ -284,16 +286,18 @@ def span_mask(encoded: Encoded, spans: Sequence[tuple[int, int]]) -> "Bool[Tenso
     >>> enc = encode(tokenizer, "Translate this: the cat")           # doctest: +SKIP
     >>> span_mask(enc, [(0, 14)])                                    # doctest: +SKIP
     tensor([ True,  True,  True, False, False])
+
+    ``device``: where the mask is made (an analysis passes its model's device).
     """
     spans = validate_spans(spans, len(encoded.prompt))
-    mask = torch.zeros(len(encoded.prompt_offsets), dtype=torch.bool)
-    for i, (start, end) in enumerate(encoded.prompt_offsets):
+    inside = []
+    for start, end in encoded.prompt_offsets:
         piece = encoded.prompt[start:end]
         stripped = piece.lstrip()
         if stripped:
             start += len(piece) - len(stripped)
-        mask[i] = any(start < b and end > a and a < b for a, b in spans)
-    return mask
+        inside.append(any(start < b and end > a and a < b for a, b in spans))
+    return torch.tensor(inside, dtype=torch.bool, device=device)
 
 
 def _is_special(token: str) -> bool:

@@ -242,7 +242,8 @@ def attribute(
                                      response=response, n_prompt_tokens=prompt_len)
     elif not isinstance(response, str) or not response.strip():
         raise InputError("field 'response' is empty; give a non-empty response or None to generate one")
-    encoded = encode(model.tokenizer, prompt, response, chat_template=chat_template, max_tokens=window)
+    encoded = encode(model.tokenizer, prompt, response, chat_template=chat_template, max_tokens=window,
+                     device=device_of(model))
     seq = len(encoded.input_ids)
     if window is not None and seq > window:
         raise InputError(f"field 'response': prompt + response are {seq} tokens, longer than the model's "
@@ -260,15 +261,15 @@ def attribute(
         raise InputError("field 'prompt' or 'response' tokenises to no tokens")
     raw, probs = gradient_x_input(model, encoded.input_ids, encoded.prompt_positions, encoded.response_positions,
                                   method=method, memory_budget=memory_budget, max_memory=max_memory)
-    levels = sparsify(raw, L=L, b=b)
+    levels = sparsify(raw, L=L, b=b)  # scored on the model's device; the results leave through .cpu()
     density_raw = density(levels, p=p)
     density_rescaled = rescale(density_raw)
-    mask = span_mask(encoded, spans) if spans else None
+    mask = span_mask(encoded, spans, device=raw.device) if spans else None
     score = instruction_score(density_rescaled, mask) if mask is not None else None
     tokens = encoded.tokens
     return Attribution(
-        raw=raw, levels=levels, density_raw=density_raw, density=density_rescaled, probs=probs,
-        instruction_mask=mask, score=score,
+        raw=raw.cpu(), levels=levels.cpu(), density_raw=density_raw.cpu(), density=density_rescaled.cpu(),
+        probs=probs.cpu(), instruction_mask=None if mask is None else mask.cpu(), score=score,
         input_ids=encoded.input_ids.cpu(), prompt_positions=encoded.prompt_positions.cpu(),
         response_positions=encoded.response_positions.cpu(),
         prompt_tokens=[tokens[i] for i in encoded.prompt_positions.tolist()],

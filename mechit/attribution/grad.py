@@ -322,7 +322,7 @@ def gradient_x_input(
             del h
             raw = _forward(model, input_ids, e, g, prompt_positions, response_positions, chunk)
     dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
-    return raw.detach().to(dtype).cpu(), probs.to(dtype).cpu()
+    return raw.detach().to(dtype), probs.to(dtype)  # on the model's device; results leave through .cpu()
 
 
 def _whole_graph_room(model, seq: int, m: int, memory_budget: int, max_memory: int) -> int:
