@@ -176,17 +176,32 @@ def attribute_dataset(
         states = {r.id: store.state(spec, r.id, inputs[r.id]) for r in records}
         _say_what_is_redone(spec, out, states)
         todo = [r for r in records if states[r.id] != "done"]
-        if not todo:
-            continue
-        model = loader(spec) if any(r.error is None for r in todo) else None
-        bar = tqdm(todo, desc=f"attribute {spec}", unit="ex", file=sys.stderr, disable=not progress)
-        for record in bar:
-            stored, tensors = _one(model, spec, record, options, response)
-            store.write(spec, record.id, stored, tensors=tensors, inputs=inputs[record.id])
-        bar.close()
-        del model
-        gc.collect()
+        attribute_records(store, spec, todo, inputs, loader, options, response, progress=progress)
     return collect_tables(store, specs, records)
+
+
+def attribute_records(store: RecordStore, spec: str, todo: Sequence[PromptRecord], inputs: dict, loader: Callable,
+                      options: dict, response: str, *, progress: bool = True, desc: str | None = None) -> None:
+    """Attribute ``todo`` under ``spec`` and write each record keyed by its ``inputs``
+    (:func:`record_inputs`): the model loads once, and only when some example can run. The
+    one loop of every runner that works in one process (a whole run, a shard).
+
+    >>> from mechit.store import RecordStore
+    >>> bad = PromptRecord("bad", "hi", None, error="bad: no response")
+    >>> attribute_records(RecordStore("run"), "m", [bad], {"bad": {}}, None, {}, "reference", progress=False)
+    >>> RecordStore("run").read("m", "bad")["example"]["status"]
+    'error'
+    """
+    if not todo:
+        return
+    model = loader(spec) if any(r.error is None for r in todo) else None
+    bar = tqdm(todo, desc=desc or f"attribute {spec}", unit="ex", file=sys.stderr, disable=not progress)
+    for record in bar:
+        stored, tensors = _one(model, spec, record, options, response)
+        store.write(spec, record.id, stored, tensors=tensors, inputs=inputs[record.id])
+    bar.close()
+    del model
+    gc.collect()
 
 
 def record_inputs(spec: str, records: Sequence[PromptRecord], fingerprints: dict | None = None) -> dict:

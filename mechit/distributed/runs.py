@@ -19,15 +19,11 @@ starting it again. Two processes of the same shard are refused (:mod:`mechit.dis
 
 from __future__ import annotations
 
-import gc
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tqdm.auto import tqdm
-
 from mechit.attribution.dataset import (
-    _one,
+    attribute_records,
     collect_tables,
     open_run_manifest,
     record_inputs,
@@ -107,17 +103,8 @@ def run_shard(
         for spec in specs:
             inputs = record_inputs(spec, mine)
             todo = [r for r in mine if store.state(spec, r.id, inputs[r.id]) != "done"]
-            if not todo:
-                continue
-            model = loader(spec) if any(r.error is None for r in todo) else None
-            bar = tqdm(todo, desc=f"attribute {spec} (shard {index}/{n_shards})", unit="ex", file=sys.stderr,
-                       disable=not progress)
-            for record in bar:
-                stored, tensors = _one(model, spec, record, options, response)
-                store.write(spec, record.id, stored, tensors=tensors, inputs=inputs[record.id])
-            bar.close()
-            del model
-            gc.collect()
+            attribute_records(store, spec, todo, inputs, loader, options, response, progress=progress,
+                              desc=f"attribute {spec} (shard {index}/{n_shards})")
     ids = [r.id for r in records]
     pending = len(missing_records(store, specs, ids))
     if pending == 0:

@@ -19,9 +19,7 @@ same for a GGUF file: every block ``blk.N`` of ``block_count`` holds the same te
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,7 +27,7 @@ from types import SimpleNamespace
 import torch
 
 from mechit.errors import SpecError, first_line
-from mechit.models.plan import ModelPlan
+from mechit.models.plan import ModelPlan, read_safetensors_header
 
 SHOWN = 3  # names quoted in a refusal
 _LAYER = re.compile(r"^(.*?)\.(\d+)\.")
@@ -47,13 +45,7 @@ def stored_tensors(directory: "str | Path") -> "dict[str, tuple[int, ...]]":
     directory = Path(directory)
     shapes: dict[str, tuple[int, ...]] = {}
     for file in sorted(directory.glob("*.safetensors")):
-        try:
-            with open(file, "rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(length))
-        except (OSError, ValueError, struct.error) as error:
-            raise SpecError(f"cannot read the safetensors header of {file}: {first_line(error)} "
-                            "(corrupt or truncated file?)") from error
+        header = read_safetensors_header(file)
         shapes.update({name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"})
     if shapes:
         return shapes

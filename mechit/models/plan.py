@@ -176,6 +176,29 @@ def _directory_plan(spec: str, directory: Path) -> ModelPlan:
 _SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
 
 
+def read_safetensors_header(file: Path) -> dict:
+    """The JSON header of a safetensors file (tensor names, dtypes, shapes, offsets), read
+    without its data; refuses a file that cannot hold the data its header describes.
+
+    >>> from mechit.models import organism_dir
+    >>> header = read_safetensors_header(organism_dir("tuned") / "model.safetensors")
+    >>> header["model.embed_tokens.weight"]["dtype"]
+    'F32'
+    """
+    try:
+        with open(file, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, struct.error) as error:
+        raise SpecError(f"cannot read the safetensors header of {file}: {first_line(error)} "
+                        "(corrupt or truncated file?)") from error
+    data_end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    if file.stat().st_size < 8 + length + data_end:
+        raise SpecError(f"cannot load model from {file}: the file is truncated ({file.stat().st_size} bytes, "
+                        f"its header needs {8 + length + data_end}); download or copy it again")
+    return header
+
+
 def _safetensors_parameters(directory: Path) -> "tuple[int, str | None] | None":
     """(number of stored values, dtype name of the largest float tensor) from every
     ``*.safetensors`` header in ``directory``; None when there is none."""
@@ -184,18 +207,7 @@ def _safetensors_parameters(directory: Path) -> "tuple[int, str | None] | None":
         return None
     total, by_dtype = 0, {}
     for file in files:
-        try:
-            with open(file, "rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(length))
-        except (OSError, ValueError, struct.error) as error:
-            raise SpecError(f"cannot read the safetensors header of {file}: {first_line(error)} "
-                            "(corrupt or truncated file?)") from error
-        data_end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
-                       default=0)
-        if file.stat().st_size < 8 + length + data_end:
-            raise SpecError(f"cannot load model from {file}: the file is truncated ({file.stat().st_size} bytes, "
-                            f"its header needs {8 + length + data_end}); download or copy it again")
+        header = read_safetensors_header(file)
         for name, entry in header.items():
             if name != "__metadata__":
                 count = math.prod(entry["shape"])
