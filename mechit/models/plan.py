@@ -183,7 +183,7 @@ def read_safetensors_header(file: Path) -> dict:
     >>> from mechit.models import organism_dir
     >>> header = read_safetensors_header(organism_dir("tuned") / "model.safetensors")
     >>> header["model.embed_tokens.weight"]["dtype"]
-    'F32'
+    'F16'
     """
     try:
         with open(file, "rb") as f:
