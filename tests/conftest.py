@@ -282,3 +282,21 @@ def tiny_gpt2(tiny_gpt2_dir):
 @pytest.fixture(scope="session")
 def tiny_gemma(tiny_gemma_dir):
     return _load(tiny_gemma_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_llama, tiny_gpt2, tiny_gemma):
+    """The three tiny models by family name."""
+    return {"llama": tiny_llama, "gpt2": tiny_gpt2, "gemma": tiny_gemma}
+
+
+@pytest.fixture(scope="session")
+def hf_models(tiny_llama_dir, tiny_gpt2_dir, tiny_gemma_dir):
+    """The three tiny models as plain Hugging Face models (eager attention), by family name."""
+    from transformers import AutoModelForCausalLM
+
+    dirs = {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir, "gemma": tiny_gemma_dir}
+    return {
+        name: AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+        for name, path in dirs.items()
+    }

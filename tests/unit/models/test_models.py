@@ -21,22 +21,6 @@ FAMILIES = ["llama", "gpt2", "gemma"]
 TEXT = "Translate the cat into French, please."
 
 
-@pytest.fixture(scope="session")
-def tiny(tiny_llama, tiny_gpt2, tiny_gemma):
-    return {"llama": tiny_llama, "gpt2": tiny_gpt2, "gemma": tiny_gemma}
-
-
-@pytest.fixture(scope="session")
-def hf_models(tiny_llama_dir, tiny_gpt2_dir, tiny_gemma_dir):
-    from transformers import AutoModelForCausalLM
-
-    dirs = {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir, "gemma": tiny_gemma_dir}
-    return {
-        name: AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-        for name, path in dirs.items()
-    }
-
-
 
 # ---------------------------------------------------------------- loading from a directory
 @pytest.mark.parametrize("name", FAMILIES)
