@@ -128,20 +128,17 @@ def _n_components(model, args: argparse.Namespace) -> int:
     return max(min(DEFAULT_COMPONENTS, model.cfg.d_mlp - 1, model.cfg.d_model), getattr(args, "k", 0))
 
 
-def _at_least(value: int | float | None, minimum: int, flag: str) -> None:
-    if value is not None and value < minimum:
-        raise InputError(f"{flag} {value}: must be at least {minimum}")
-
-
 def _check_args(args: argparse.Namespace) -> None:
     """Model-free checks of the arguments, run before any model is loaded."""
     parse_indices(args.layers, "--layers")
     neurons = getattr(args, "neurons", "all")
     if neurons != "all":
         try:
-            _at_least(int(neurons), 1, "--neurons")
+            count = int(neurons)
         except ValueError:
             raise InputError(f"--neurons {neurons!r}: give a number or 'all'") from None
+        if count < 1:  # the other numbers are checked by their argparse types (commands/args.py)
+            raise InputError(f"--neurons {count}: must be at least 1")
     k, n_components = getattr(args, "k", None), args.n_components
     if k is not None and n_components is not None and n_components < k:
         raise InputError(f"--n-components {n_components} is below --k {k}: the rotation compares the concepts "
