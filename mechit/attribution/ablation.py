@@ -45,12 +45,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechit.arch.weights import embed_scale, input_embedding
-from mechit.attribution.blocks import at_least_fp32
 from mechit.attribution.example import generate_response
 from mechit.data.prompts import PromptRecord
 from mechit.data.spans import span_problem
 from mechit.errors import InputError
-from mechit.runtime import device_of
+from mechit.runtime import device_of, upcast
 from mechit.tokens import Encoded, encode, span_mask
 
 How = Literal["remove", "mask", "mean"]
@@ -127,7 +126,7 @@ def response_logprobs(model, input_ids: Int[Tensor, " seq"], response_positions:
         hooks.append(("hook_embed", swap))
     with torch.no_grad():
         logits = model.run_with_hooks(input_ids[None], fwd_hooks=hooks)[0]  # (seq, vocab)
-        scores = torch.log_softmax(at_least_fp32(logits[response_positions - 1]), dim=-1)  # (m, vocab)
+        scores = torch.log_softmax(upcast(logits[response_positions - 1]), dim=-1)  # (m, vocab)
     return scores.gather(1, input_ids[response_positions][:, None])[:, 0]
 
 

@@ -47,6 +47,7 @@ from mechit.arch.block_calls import (
     with_block_output,
 )
 from mechit.arch.families import family
+from mechit.runtime import upcast
 
 
 @dataclass
@@ -88,15 +89,6 @@ def weights_frozen(model) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def at_least_fp32(t: Tensor) -> Tensor:
-    """``t`` in float32, or in its own dtype if wider (float64).
-
-    >>> at_least_fp32(torch.ones(1, dtype=torch.bfloat16)).dtype, at_least_fp32(torch.ones(1, dtype=torch.float64)).dtype
-    (torch.float32, torch.float64)
-    """
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tensor, " m"]
@@ -161,7 +153,7 @@ def block_primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[
             logits = model.run_with_hooks(input_ids[None], fwd_hooks=[
                 ("hook_embed", leaf), ("unembed.hook_in", at_predicting_positions)])  # (1, m, vocab)
             targets = input_ids[response_positions]
-            probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets), device=targets.device), targets]
+            probs = torch.softmax(upcast(logits[0]), dim=-1)[torch.arange(len(targets), device=targets.device), targets]
             if len(inputs) != len(blocks) or not state["chain"] or "last" not in state:
                 return None
             g, g_e = torch.autograd.grad(probs.sum(), [state["last"], state["e"]], allow_unused=True)

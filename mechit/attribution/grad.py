@@ -50,13 +50,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechit.attribution.blocks import (
-    at_least_fp32,
     block_primal,
     block_reverse,
     weights_frozen,
 )
 from mechit.errors import InputError
-from mechit.runtime import device_of, trim_hooks
+from mechit.runtime import device_of, trim_hooks, upcast
 
 Method = Literal["auto", "reverse", "forward"]
 
@@ -210,7 +209,7 @@ def _primal(model, input_ids: Int[Tensor, " seq"], response_positions: Int[Tenso
             input_ids[None], fwd_hooks=[("hook_embed", leaf), ("unembed.hook_in", keep), *trim]
         )  # (1, m, vocab)
         targets = input_ids[response_positions]
-        probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)[torch.arange(len(targets), device=targets.device), targets]  # (m,)
+        probs = torch.softmax(upcast(logits[0]), dim=-1)[torch.arange(len(targets), device=targets.device), targets]  # (m,)
         (g,) = torch.autograd.grad(probs.sum(), seen["h_leaf"])  # (1, m, d_model); block-diagonal Jacobian
     return seen["e"], seen["h"], g[0].detach(), probs.detach()
 

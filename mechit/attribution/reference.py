@@ -16,8 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechit.attribution.blocks import at_least_fp32
-from mechit.runtime import device_of
+from mechit.runtime import device_of, upcast
 
 
 def gradient_x_input_loop(
@@ -56,7 +55,7 @@ def gradient_x_input_loop(
 
     with torch.enable_grad():
         logits = model.run_with_hooks(input_ids[None], fwd_hooks=[("hook_embed", leaf)])  # (1, seq, vocab)
-        all_probs = torch.softmax(at_least_fp32(logits[0]), dim=-1)  # (seq, vocab)
+        all_probs = torch.softmax(upcast(logits[0]), dim=-1)  # (seq, vocab)
         targets = input_ids[response_positions]
         probs = all_probs[response_positions - 1, targets]
         e = seen["e"]
