@@ -26,7 +26,6 @@ from mechit.commands.distributed_options import (
     distributed_runner,
 )
 
-CSV_TEXT_COLUMNS = dict.fromkeys(["id", "group", "label", "model", "response", "status", "error"], str)
 MAX_BOOT = 1_000_000  # resamples: n_boot x n indices are drawn at once
 
 
@@ -135,37 +134,16 @@ def run_attribute(args) -> int:
 def run_stats(args) -> int:
     """Compute and write DIR/attribution_stats.(parquet|csv), and print it."""
     # imported here, not at the top: `mechit --help` stays fast (no torch)
-    import json
     from pathlib import Path
 
     import pandas as pd
 
-    from mechit.errors import InputError
-    from mechit.stats import compare_labels, compare_models
+    from mechit.attribution.run_stats import read_run, run_stats
     from mechit.store import write_table
 
     out = Path(args.dir)
-    manifest_path = out / "attribution_run.json"
-    if not manifest_path.is_file():
-        raise InputError(f"{out}: no attribution_run.json; run `mechit attribute --out {out}` first")
-    settings = json.loads(manifest_path.read_text(encoding="utf-8"))["settings"]
-    suffix = ".csv" if (out / "attribution_examples.csv").is_file() else ".parquet"
-    table = out / f"attribution_examples{suffix}"
-    if not table.is_file():
-        raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
-    # text columns stay text: an id or group named "NA" or "null" is not missing
-    examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
-                if suffix == ".csv" else pd.read_parquet(table))
-    models = settings["models"]
-    base = args.base or (models[0] if len(models) >= 2 else None)
-    tuned = args.tuned or (models[1] if len(models) >= 2 else None)
-    for name, spec in (("--base", base), ("--tuned", tuned)):
-        if spec is not None and spec not in models:
-            raise InputError(f"{name} {spec!r} is not a model of this run ({', '.join(models)})")
-    frames = [compare_labels(examples, n_boot=args.n_boot)]
-    if base and tuned:
-        frames.insert(0, compare_models(examples, base, tuned, n_boot=args.n_boot))
-    result = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    _, _, suffix = read_run(out)
+    result = run_stats(out, args.base, args.tuned, n_boot=args.n_boot)
     path = write_table(result, out / f"attribution_stats{suffix}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.to_string(index=False) if len(result) else "no comparisons: need two models or labelled examples")

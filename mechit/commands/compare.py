@@ -3,6 +3,7 @@
     mechit compare                                   # the embedded organism pair, its held-out prompts
     mechit compare --base BASE --tuned TUNED --out runs/pair
     mechit compare --out runs/pair --only heads,ffn  # some stages; a rerun skips finished ones
+    mechit compare --paper-results OUT               # with the paper's Tables 1-2 from `mechit attribute-import OUT`
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def register(subparsers) -> None:
                    help="frequent English words for heads and FFN (non-organism pairs), with the 38 instruction "
                         "verbs and 3000 general verbs always added; head K in the paper's ratio, 100 per 26,500 "
                         "words (default: %(default)s, as the paper)")
+    p.add_argument("--paper-results", metavar="DIR",
+                   help="an attribution run of the authors' released results (`mechit attribute-import`): its "
+                        "statistics become the report's section on the paper's Tables 1-2")
     p.add_argument("--no-report", action="store_true", help="write tables and summary.json only")
     add_loading_options(p)
     p.set_defaults(run=run)
@@ -54,6 +58,6 @@ def run(args) -> int:
     options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response,
                       ablation=args.ablation, labeller=args.labeller)
     path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
-                   report=not args.no_report, **loading_kwargs(args))
+                   report=not args.no_report, paper_results=args.paper_results, **loading_kwargs(args))
     print(f"report: {path}" if path.suffix == ".html" else f"tables: {path}", file=sys.stdout)
     return 0

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from mechit.attribution.ablation import HOWS
+from mechit.attribution.run_stats import read_run, run_stats
 from mechit.errors import InputError
 from mechit.models import load_pair, weights_fingerprint
 from mechit.outdir import check_out_dir, disk_full_error
@@ -63,6 +64,7 @@ from mechit.store import (
     write_json,
     write_table,
 )
+from mechit.views.paper import TABLE as PAPER_TABLE
 from mechit.views.report import write_report
 
 MANIFEST = "manifest.json"
@@ -82,6 +84,7 @@ def compare(
     progress: bool = True,
     report: bool = True,
     trust_remote_code: bool = False,
+    paper_results: str | Path | None = None,
     **loading,
 ) -> Path:
     """Run the stages on a base/tuned pair and write tables, ``summary.json`` and ``report.html``.
@@ -90,8 +93,11 @@ def compare(
     ``loading``: device, dtype, device_map, max_memory); both None is the
     embedded organism pair. ``prompts``: a JSONL prompt file with instruction spans
     (default: the organism's held-out prompts, or the built-in English set for other
-    pairs). Cheap checks (specs, prompt file, output directory, free space) run before any
-    model is loaded. Returns the path of the report (or of ``DIR`` with ``report=False``).
+    pairs). ``paper_results``: an attribution run made from the authors' released results
+    (``mechit attribute-import``); its statistics become the table ``paper_attribution_stats``
+    and the report's section on the paper's Tables 1–2 (:mod:`mechit.views.paper`). Cheap
+    checks (specs, prompt file, output directory, free space, the ``paper_results`` run) run
+    before any model is loaded. Returns the path of the report (or of ``DIR`` with ``report=False``).
 
     >>> compare(out="runs/organism", only="heads")                  # doctest: +SKIP
     PosixPath('runs/organism/report.html')
@@ -100,6 +106,8 @@ def compare(
     stages = parse_only(only)
     base_spec, tuned_spec, organism = check_specs(base, tuned)
     records, source = load_records(prompts, organism)
+    if paper_results is not None:
+        read_run(paper_results)  # refuse a folder that is not an attribution run before anything loads
     out = check_out_dir(Path(out))
     remove_stale_temporaries(out)  # left by a run killed while writing
     settings = {
@@ -132,11 +140,14 @@ def compare(
         for stage in todo:
             bar.stage(stage)
             tables.update(_run_stage(stage, ctx, manifest))
+        if paper_results is not None:
+            tables.update(_paper_tables(paper_results, out, options.seed))
         bar.stage("report")
         elapsed = time.perf_counter() - started
         try:
             summary = build_summary(tables, manifest, pair, source=source, n_records=len(records),
-                                    options=options, run_seconds=elapsed)
+                                    options=options, run_seconds=elapsed,
+                                    paper_source=None if paper_results is None else str(paper_results))
             write_json(out / SUMMARY, summary)
             if report:
                 path = write_report(out, tables, summary)
@@ -182,6 +193,14 @@ def _run_stage(stage: str, ctx: Context, manifest: Manifest) -> dict[str, pd.Dat
             raise disk_full_error(getattr(error, "filename", None) or ctx.out, list(manifest.finished)) from error
         raise
     return tables
+
+
+def _paper_tables(run: str | Path, out: Path, seed: int) -> dict[str, pd.DataFrame]:
+    """The statistics of the attribution run ``run`` (:func:`mechit.attribution.run_stats.run_stats`,
+    the rows of ``mechit attribute-stats``), written to ``out/paper_attribution_stats.parquet``."""
+    table = run_stats(run, seed=seed)
+    write_table(table, out / f"{PAPER_TABLE}.parquet")
+    return {PAPER_TABLE: table}
 
 
 def _run_threads(model, threads: int | None, default: int) -> int:

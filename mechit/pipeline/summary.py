@@ -17,6 +17,7 @@ from mechit.pipeline.context import STAGES, Options
 from mechit.store import Manifest
 from mechit.views.faithfulness import faithfulness_headline
 from mechit.views.findings import head_settings, headline
+from mechit.views.paper import paper_headline
 
 PACKAGES = ("mechit", "torch", "transformer-lens", "transformers", "pandas", "numpy", "scipy")
 
@@ -40,8 +41,9 @@ def _describe(model) -> dict:
 
 
 def build_summary(tables: dict[str, pd.DataFrame], manifest: Manifest, pair: ModelPair, *, source: str,
-                  n_records: int, options: Options, run_seconds: float) -> dict:
-    """The summary of a comparison from its tables (``{name: frame}``) and manifest.
+                  n_records: int, options: Options, run_seconds: float, paper_source: str | None = None) -> dict:
+    """The summary of a comparison from its tables (``{name: frame}``) and manifest;
+    ``paper_source``: the ``--paper-results`` run whose rows are ``paper_tables``.
 
     >>> m = Manifest("m.json", {"base": "b", "tuned": "t", "prompts_sha256": "0"}, {})
     >>> s = build_summary({}, m, pair, source="none", n_records=0, options=Options(), run_seconds=1.0)
@@ -61,4 +63,5 @@ def build_summary(tables: dict[str, pd.DataFrame], manifest: Manifest, pair: Mod
         "stage_seconds_total": round(sum(stage["seconds"] for stage in finished.values()), 1),
         **headline(tables),
         "faithfulness": faithfulness_headline(tables),
+        "paper_tables": paper_headline(tables, paper_source),
     }

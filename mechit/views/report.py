@@ -5,7 +5,8 @@ summary (``summary.json``, :mod:`mechit.pipeline.summary`), as
 :func:`mechit.pipeline.compare` makes them, and writes ``DIR/report.html``; it never runs
 a model. The page opens with the three findings of the paper as measured on this pair
 (numbers and a plain verdict), then whether gradient × input agrees with causal ablation
-(:mod:`mechit.views.faithfulness`), then the figures (:mod:`mechit.views.figures`):
+(:mod:`mechit.views.faithfulness`), then the paper's Tables 1–2 from the authors' released
+results when given (:mod:`mechit.views.paper`), then the figures (:mod:`mechit.views.figures`):
 
 - ``fig-scores``: instruction-score distributions per prompt group, base vs tuned;
 - ``fig-density``: example prompts coloured by importance density, both models;
@@ -35,6 +36,7 @@ import pandas as pd
 from mechit.store import atomic_path
 from mechit.views.faithfulness import faithfulness_section
 from mechit.views.figures import FIGURES, circuitsvis_bundle, figures
+from mechit.views.paper import paper_section
 
 # any src/href/import/url() that would make the browser fetch from the network
 EXTERNAL_REF = re.compile(
@@ -148,6 +150,7 @@ def render_report(tables: dict[str, pd.DataFrame], summary: dict) -> str:
         f"<h1>{html.escape(title)}</h1>{_meta_html(summary)}"
         f'<section id="findings"><h2>What instruction tuning changed</h2>{_findings_html(summary)}</section>'
         f"{faithfulness_section(summary)}"
+        f"{paper_section(summary)}"
         f'<h2>Figures</h2>{"".join(sections)}'
         f'<h2>Tables</h2><p class="meta">In this directory: {html.escape(", ".join(names) or "none")}, '
         "summary.json.</p></body></html>\n"

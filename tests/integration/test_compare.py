@@ -378,3 +378,53 @@ def test_each_table_is_written_once_and_read_back_only_on_resume(pair_dirs, prom
     assert len(writes) == len(set(writes)) and not set(writes) & set(reads)
     summary = json.loads((out / "summary.json").read_text())
     assert [f["holds"] is not None for f in summary["findings"]] == [True, True, False]
+
+
+def _imported_run(folder: Path) -> Path:
+    """An attribution run in the layout `mechit attribute-import` writes: two models on the same
+    prompts (the tuned one 0.1 higher on every prompt of group "user"), and ratings on the tuned one."""
+    from mechit.store import write_json
+
+    write_json(folder / "attribution_run.json", {"settings": {"models": ["llama-7b", "vicuna-7b"]}, "finished": {}})
+    ids = [f"user_{i}" for i in range(6)] + [f"lima_{i}" for i in range(6)]
+    base = [0.2 + 0.01 * i for i in range(12)]
+    tuned = [s + (0.1 if i < 6 else 0.0) + 0.003 * (i % 3) for i, s in enumerate(base)]
+    labels = ["followed", "not_followed"] * 6
+    pd.DataFrame({"id": ids * 2, "group": [i.split("_")[0] for i in ids] * 2,
+                  "model": ["llama-7b"] * 12 + ["vicuna-7b"] * 12, "instruction_score": base + tuned,
+                  "label": [None] * 12 + labels}).to_parquet(folder / "attribution_examples.parquet")
+    return folder
+
+
+def test_paper_results_become_the_papers_tables_section(run, pair_dirs, prompts_file, tmp_path):
+    """`compare --paper-results DIR` writes the rows of `attribute-stats DIR` as a table, into
+    summary.json and as the report's section; the finished stages are not rerun."""
+    from mechit.attribution.run_stats import run_stats
+
+    paper = _imported_run(tmp_path / "paper")
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    compare(*pair_dirs, prompts=prompts_file, out=out, options=Options(**FAST), progress=False,
+            paper_results=paper)
+    expected = run_stats(paper)
+    written = pd.read_parquet(out / "paper_attribution_stats.parquet")
+    pd.testing.assert_frame_equal(written, expected)
+    tuned = written[written.comparison == "tuned_vs_base"].set_index("group")
+    assert tuned.loc["user", "mean_a"] - tuned.loc["user", "mean_b"] == pytest.approx(0.103)  # 0.1 + the mean of 0.003 x (0, 1, 2, 0, 1, 2)
+    assert list(written.comparison.unique()) == ["tuned_vs_base", "followed_vs_not"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["paper_tables"]["source"] == str(paper)
+    assert [(r["comparison"], r["group"]) for r in summary["paper_tables"]["rows"]] == \
+        list(zip(written.comparison, written.group))
+    page = (out / "report.html").read_text()
+    section = page[page.index('<section id="paper-tables">'):]
+    section = section[:section.index("</section>")]
+    assert "Followed vs not followed" in section and "Tuned vs base" in section
+    user = next(r for r in summary["paper_tables"]["rows"] if r["comparison"] == "tuned_vs_base" and r["group"] == "user")
+    assert f"<td>{user['mean_a']:.3g}</td><td>{user['mean_b']:.3g}</td>" in section
+
+
+def test_paper_results_that_are_not_a_run_are_refused_before_loading(pair_dirs, prompts_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare_mod, "load_pair", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(InputError, match="no attribution_run.json"):
+        compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "o", progress=False, paper_results=tmp_path)
