@@ -47,6 +47,16 @@ class Family:
             ``k_norm``), stored as ``nn.Linear`` weights ``[out, in]``; a missing ``W_U``
             means tied embeddings. None: the family cannot be streamed
             (:class:`mechit.arch.stream.StreamedModel`).
+        gguf_tensors: the same weights under their GGUF names (``token_embd.weight``,
+            ``blk.{layer}.attn_q.weight``, ...; the names gguf's tensor-name map gives the
+            Hugging Face ones, which transformers reverses when it loads a GGUF file), stored
+            ``[out, in]`` once dequantised. None: GGUF files of the family cannot be streamed.
+        gguf_unpermute_qk: llama.cpp's converter interleaved the rotary halves of each
+            head's W_Q and W_K rows; transformers' ``LlamaTensorProcessor`` reverses it on
+            load (files whose ``general.architecture`` is "llama").
+        gguf_norms_plus_one: the GGUF file stores each norm weight as ``1 + w``;
+            transformers' ``Gemma2TensorProcessor`` subtracts 1 (in float32) on load.
+        not_streamed: why a family without ``tensors`` cannot be streamed (for the error).
     """
 
     name: str
@@ -58,6 +68,10 @@ class Family:
     gguf: str | None = None
     block_vjp: Callable | None = None
     tensors: Mapping[str, str] | None = field(default=None, compare=False)
+    gguf_tensors: Mapping[str, str] | None = field(default=None, compare=False)
+    gguf_unpermute_qk: bool = False
+    gguf_norms_plus_one: bool = False
+    not_streamed: str = "the family table has no tensor names for it"
 
 
 _LAYER = "model.layers.{layer}."
@@ -75,20 +89,36 @@ _SANDWICH_NORMS = {  # Gemma 2/3: a norm before and after attention and MLP
     "ln2_post": _LAYER + "post_feedforward_layernorm.weight",
 }
 
+_BLOCK = "blk.{layer}."
+LLAMA_GGUF_TENSORS = {  # the same weights in a GGUF file (gguf's tensor-name map)
+    "W_E": "token_embd.weight", "W_U": "output.weight", "ln_final": "output_norm.weight",
+    "W_Q": _BLOCK + "attn_q.weight", "W_K": _BLOCK + "attn_k.weight", "W_V": _BLOCK + "attn_v.weight",
+    "W_O": _BLOCK + "attn_output.weight", "W_in": _BLOCK + "ffn_up.weight", "W_gate": _BLOCK + "ffn_gate.weight",
+    "W_out": _BLOCK + "ffn_down.weight", "ln1": _BLOCK + "attn_norm.weight", "ln2": _BLOCK + "ffn_norm.weight",
+}
+_GGUF_QK_NORMS = {"q_norm": _BLOCK + "attn_q_norm.weight", "k_norm": _BLOCK + "attn_k_norm.weight"}
+_GGUF_SANDWICH_NORMS = {"ln1_post": _BLOCK + "post_attention_norm.weight", "ln2_post": _BLOCK + "post_ffw_norm.weight"}
+
 FAMILIES: dict[str, Family] = {
-    "LlamaForCausalLM": Family("llama", gguf="llama", block_vjp=llama_pull_back, tensors=LLAMA_TENSORS),
-    "MistralForCausalLM": Family("mistral", gguf="mistral", tensors=LLAMA_TENSORS),
-    "Qwen2ForCausalLM": Family("qwen2", gguf="qwen2", tensors=LLAMA_TENSORS),
-    "Qwen3ForCausalLM": Family("qwen3", qk_norm=True, gguf="qwen3", tensors={**LLAMA_TENSORS, **_QK_NORMS}),
-    "GPT2LMHeadModel": Family("gpt2", norm="LayerNorm", gguf="gpt2"),  # fused Conv1D c_attn: not streamed
+    "LlamaForCausalLM": Family("llama", gguf="llama", block_vjp=llama_pull_back, tensors=LLAMA_TENSORS,
+                               gguf_tensors=LLAMA_GGUF_TENSORS, gguf_unpermute_qk=True),
+    "MistralForCausalLM": Family("mistral", gguf="mistral", tensors=LLAMA_TENSORS, gguf_tensors=LLAMA_GGUF_TENSORS),
+    "Qwen2ForCausalLM": Family("qwen2", gguf="qwen2", tensors=LLAMA_TENSORS, gguf_tensors=LLAMA_GGUF_TENSORS),
+    "Qwen3ForCausalLM": Family("qwen3", qk_norm=True, gguf="qwen3", tensors={**LLAMA_TENSORS, **_QK_NORMS},
+                               gguf_tensors={**LLAMA_GGUF_TENSORS, **_GGUF_QK_NORMS}),
+    "GPT2LMHeadModel": Family("gpt2", norm="LayerNorm", gguf="gpt2", not_streamed=(
+        "its attention weights are one fused Conv1D tensor, c_attn [d_model, 3 * d_model] holding Q, K and V, "
+        "which has no per-weight name to read")),
     "GemmaForCausalLM": Family("gemma", norm_offset=1.0, sqrt_d_model_embed=True, tensors=LLAMA_TENSORS),
     "Gemma2ForCausalLM": Family(
         "gemma2", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, gguf="gemma2",
         tensors={**LLAMA_TENSORS, **_SANDWICH_NORMS},
+        gguf_tensors={**LLAMA_GGUF_TENSORS, **_GGUF_SANDWICH_NORMS}, gguf_norms_plus_one=True,
     ),
     "Gemma3ForCausalLM": Family(
         "gemma3", norm_offset=1.0, sqrt_d_model_embed=True, post_norms=True, qk_norm=True,
         gguf="gemma3", tensors={**LLAMA_TENSORS, **_SANDWICH_NORMS, **_QK_NORMS},
+        gguf_tensors={**LLAMA_GGUF_TENSORS, **_GGUF_SANDWICH_NORMS, **_GGUF_QK_NORMS}, gguf_norms_plus_one=True,
     ),
 }
 GGUF_ARCHITECTURES = {f.gguf: arch for arch, f in FAMILIES.items() if f.gguf}

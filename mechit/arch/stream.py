@@ -3,13 +3,15 @@ tokens, FFN concepts, the rotation) read of a model, for checkpoints larger than
 
 A :class:`StreamedModel` has a TransformerLens-like ``cfg``, a ``tokenizer`` and raw weights
 in TransformerLens layout (``W_Q`` [H, d, dh], ``W_out`` [d_mlp, d], ...), read one tensor
-at a time from safetensors files under the Hugging Face names of the family table
-(:attr:`mechit.arch.families.Family.tensors`). The views of :mod:`mechit.arch.weights` fold
-the norm scales into them exactly as they do for a loaded bridge, so every analysis runs
-unchanged and gives the same tables. Each read opens the file, copies one tensor out of
-the memory map and closes it, so the pages it touched leave the process at once: resident
-are the embeddings, the final norm scale and the layer being analysed.
-:func:`mechit.models.open_streamed` builds one from a model spec.
+at a time from a tensor source: :class:`SafetensorsFiles` (safetensors files, under the
+Hugging Face names of the family table, :attr:`mechit.arch.families.Family.tensors`) or
+:class:`mechit.arch.gguf_tensors.GGUFTensors` (a GGUF file, under
+:attr:`~mechit.arch.families.Family.gguf_tensors`, dequantised and processed as transformers
+does when it loads the file). The views of :mod:`mechit.arch.weights` fold the norm scales
+into them exactly as they do for a loaded bridge, so every analysis runs unchanged and gives
+the same tables. Each read maps the file, copies one tensor out and unmaps it, so the pages
+it touched leave the process at once: resident are the embeddings, the final norm scale and
+the layer being analysed. :func:`mechit.models.open_streamed` builds one from a model spec.
 
 >>> from mechit.models import open_streamed
 >>> streamed = open_streamed("organism-tuned")
@@ -21,13 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import einops
 import torch
 from safetensors import safe_open
 
-from mechit.arch.families import family
+from mechit.arch.families import Family, family
 from mechit.errors import InputError, SpecError
 
 if TYPE_CHECKING:
@@ -60,13 +62,57 @@ class StreamedConfig:
     layer_norm_folding: bool = False
 
 
+class TensorSource(Protocol):
+    """Where a :class:`StreamedModel` reads its tensors: a name table, the stored names, one read."""
+
+    def names(self, fam: Family) -> "Mapping[str, str] | None":
+        """The family's stored name of each TransformerLens weight (``{layer}`` slot per layer)."""
+        ...
+
+    def keys(self) -> "Sequence[str] | set[str]":
+        """The names of the tensors stored."""
+        ...
+
+    def read(self, key: str, device: torch.device) -> "Tensor":
+        """One stored tensor in Hugging Face layout (``nn.Linear`` weights ``[out, in]``) on ``device``."""
+        ...
+
+
+class SafetensorsFiles:
+    """The tensors of a safetensors checkpoint (one file or several shards); only the headers
+    are read here, each tensor when :meth:`read` asks for it.
+
+    >>> from mechit.models import organism_dir
+    >>> files = SafetensorsFiles(sorted(organism_dir("tuned").glob("*.safetensors")))
+    >>> files.read("model.norm.weight", torch.device("cpu")).shape
+    torch.Size([160])
+    """
+
+    def __init__(self, files: Sequence[Path]):
+        self._where: dict[str, Path] = {}  # tensor name -> file
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                self._where.update(dict.fromkeys(f.keys(), Path(file)))
+
+    def names(self, fam: Family) -> "Mapping[str, str] | None":
+        return fam.tensors
+
+    def keys(self):
+        return self._where.keys()
+
+    def read(self, key: str, device: torch.device) -> "Tensor":
+        with safe_open(str(self._where[key]), framework="pt", device=str(device)) as f:
+            return f.get_tensor(key)
+
+
 class StreamedModel:
-    """Raw weights of a safetensors checkpoint, read lazily in TransformerLens layout.
+    """Raw weights of a checkpoint on disk, read lazily in TransformerLens layout.
 
     Args:
-        files: the checkpoint's ``*.safetensors`` files (one or several shards).
+        source: where the tensors are (:class:`SafetensorsFiles`,
+            :class:`mechit.arch.gguf_tensors.GGUFTensors`).
         cfg: the model's shape (:class:`StreamedConfig`); its architecture must have a
-            ``tensors`` row in the family table.
+            name table for the source in the family table.
         tokenizer: the model's Hugging Face tokenizer.
         spec: the model spec it was opened from (``mechit_spec``, as on a loaded model).
 
@@ -76,17 +122,15 @@ class StreamedModel:
     True
     """
 
-    def __init__(self, files: Sequence[Path], cfg: StreamedConfig, tokenizer: Any, *, spec: str = ""):
+    def __init__(self, source: TensorSource, cfg: StreamedConfig, tokenizer: Any, *, spec: str = ""):
         self.cfg, self.tokenizer, self.mechit_spec = cfg, tokenizer, spec
-        names = family(self).tensors
+        fam = family(self)
+        names = source.names(fam)
         if names is None:
             raise SpecError(f"model {spec!r}: streaming is not available for {cfg.architecture} "
-                            "(the family table has no tensor names for it); load the model instead")
-        self._names = names
-        self._where: dict[str, Path] = {}  # HF tensor name -> file
-        for file in files:
-            with safe_open(str(file), framework="pt") as f:
-                self._where.update(dict.fromkeys(f.keys(), Path(file)))
+                            f"({fam.not_streamed}); load the model instead")
+        self._names, self._source = names, source
+        self._stored = set(source.keys())
         self._resident: dict[str, Tensor] = {}
 
     def __repr__(self) -> str:
@@ -100,7 +144,7 @@ class StreamedModel:
         True
         """
         template = self._names.get(name)
-        return template is not None and template.format(layer=0) in self._where
+        return template is not None and template.format(layer=0) in self._stored
 
     def weight(self, name: str, layer: int | None = None) -> "Float[Tensor, '...']":
         """One raw (unfolded) weight in TransformerLens layout and the checkpoint's dtype, on
@@ -137,8 +181,7 @@ class StreamedModel:
     def _read(self, name: str, layer: int | None = None) -> "Tensor":
         template = self._names.get(name)
         key = None if template is None else template.format(layer=layer)
-        if key not in self._where:
+        if key not in self._stored:
             raise SpecError(f"model {self.mechit_spec!r}: the checkpoint has no tensor "
                             f"{key or name!r} ({self.cfg.architecture} {name})")
-        with safe_open(str(self._where[key]), framework="pt", device=str(self.cfg.device)) as f:
-            return f.get_tensor(key)
+        return self._source.read(key, self.cfg.device)

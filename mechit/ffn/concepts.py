@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -187,14 +188,14 @@ def concept_frame(
     1      2          0            0.991666     1    y    0.4
     """
     n_comp, top_k = indices.shape
-    comp = torch.arange(n_comp).repeat_interleave(top_k)
+    comp = np.repeat(np.arange(n_comp), top_k)  # the frame is built on the host, from tensors leaving via .cpu()
     words_arr = pd.Series(list(words), dtype=object).to_numpy()
     return pd.DataFrame(
         {
             "layer": layer,
-            "component": comp.numpy(),
-            "explained_variance": comps.explained.cpu()[comp].numpy(),
-            "rank": torch.arange(top_k).repeat(n_comp).numpy(),
+            "component": comp,
+            "explained_variance": comps.explained.cpu().numpy()[comp],
+            "rank": np.tile(np.arange(top_k), n_comp),
             "word": words_arr[indices.reshape(-1).cpu().numpy()],
             "score": scores.reshape(-1).cpu().numpy(),
         }

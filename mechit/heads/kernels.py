@@ -328,7 +328,9 @@ def blockwise_topk(
     """The ``k`` largest entries of ``left @ right`` without building the n x m matrix: row
     blocks of at most ``block_entries`` entries, a running top-k merged per block.
 
-    Returns ``(values, rows, cols)`` sorted by value descending (ties by row, then column).
+    Returns ``(values, rows, cols)`` sorted by value descending (ties by row, then column), on
+    ``left``'s device: the products and top-k run there; only the ``k`` winners' order is
+    decided on the host (``np.lexsort``: one ``.cpu()`` of 2k numbers, the order moved back).
 
     >>> left = torch.tensor([[1.0], [2.0]]); right = torch.tensor([[1.0, -1.0, 3.0]])
     >>> values, rows, cols = blockwise_topk(left, right, 2, block_entries=3)

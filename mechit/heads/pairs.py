@@ -233,6 +233,7 @@ def _frame(
 
 
 def _whole(values: Tensor, rows: Tensor, cols: Tensor) -> dict:
+    """One head's qk/ov pairs as numpy columns: the results leave the device here, through ``.cpu()``."""
     return {"rank": np.arange(len(values)), "a": rows.cpu().numpy(), "b": cols.cpu().numpy(), "score": values.cpu().numpy()}
 
 

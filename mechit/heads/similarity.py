@@ -172,8 +172,8 @@ class EmbeddingSimilarity:
         True
         """
         if self._identity is None:
-            table = weight_views.input_embedding(self.model).detach().cpu().contiguous()  # the model's compute dtype
-            self._identity = f"embedding:{_digest(table.numpy().tobytes())}"
+            table = weight_views.input_embedding(self.model).detach().contiguous()  # the model's compute dtype
+            self._identity = f"embedding:{_digest(table.cpu().numpy().tobytes())}"  # bytes leave through .cpu()
         return self._identity
 
     def vectors(self, words: Sequence[str]) -> Float[Tensor, "words d_model"]:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from mechit.arch.families import FAMILIES
-from mechit.arch.stream import StreamedConfig, StreamedModel
+from mechit.arch.gguf_tensors import GGUFTensors
+from mechit.arch.stream import SafetensorsFiles, StreamedConfig, StreamedModel
 from mechit.errors import SpecError
+from mechit.models.gguf import _gguf_parsed_once
 from mechit.models.loading import _resolve_hub, load_model, read_plan, resolve_spec
 from mechit.models.plan import check_fits
 from mechit.runtime import choose_device, choose_dtype
@@ -31,46 +33,54 @@ def open_streamed(
     spec: "str | Path", *, device: "str | torch.device | None" = None, trust_remote_code: bool = False
 ) -> StreamedModel:
     """A :class:`~mechit.arch.stream.StreamedModel` of a model directory with safetensors
-    weights (a cached hub id, a ``save_pretrained`` directory, the organism): its config,
-    safetensors headers and tokenizer are read now, no weight is.
+    weights (a cached hub id, a ``save_pretrained`` directory, the organism) or of a ``.gguf``
+    file: its config (or GGUF header), tensor table and tokenizer are read now, no weight is.
+    GGUF tensors are dequantised one at a time when read, as transformers does when it loads
+    the file (:mod:`mechit.arch.gguf_tensors`), so the results equal the loaded model's.
 
     Args:
-        spec: as for :func:`mechit.models.load_model`, except ``.gguf`` files.
+        spec: as for :func:`mechit.models.load_model`.
         device: where the weights go when read ("auto"/None: CUDA when there is one).
         trust_remote_code: passed to the tokenizer.
 
     Raises:
-        SpecError: a GGUF file, a directory without ``*.safetensors`` files, or a family
-            with no tensor names in the family table.
+        SpecError: a directory without ``*.safetensors`` files, an unreadable GGUF file, or a
+            family with no tensor names in the family table (GPT-2: one line says why).
 
     >>> open_streamed("organism-tuned").weight("W_in", 0).shape     # (d_model, d_mlp)
     torch.Size([160, 448])
     """
     from transformers import AutoTokenizer
 
-    source = resolve_spec(spec)
-    if source.kind == "hub":
-        source = _resolve_hub(source)
-    if source.kind != "dir":
-        raise SpecError(f"model {str(spec)!r}: streaming reads safetensors checkpoints, not {source.kind} "
-                        "files; pass a Hugging Face model directory, or load the model without --stream")
-    directory = Path(source.location)
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise SpecError(f"model {str(spec)!r}: {directory} has no *.safetensors files to stream from")
-    plan = read_plan(spec)
-    fam = FAMILIES.get(plan.architecture)
-    if fam is None or fam.tensors is None:
-        raise SpecError(f"model {str(spec)!r}: streaming is not available for {plan.architecture} (the family "
-                        "table has no tensor names for it); load the model without --stream")
-    cfg = StreamedConfig(
-        architecture=plan.architecture, n_layers=plan.n_layers, n_heads=plan.n_heads,
-        n_key_value_heads=plan.n_key_value_heads, d_model=plan.d_model, d_head=plan.d_head, d_mlp=plan.d_mlp,
-        d_vocab=plan.d_vocab, gated_mlp="W_gate" in fam.tensors, dtype=getattr(torch, plan.own_dtype),
-        device=choose_device(device), model_name=str(spec),
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
-    return StreamedModel(files, cfg, tokenizer, spec=str(spec))
+    with _gguf_parsed_once():  # a GGUF header is parsed once for the plan, the tensor table and the tokenizer
+        plan = read_plan(spec)  # a hub id must be cached: its config is read from the cache
+        source = resolve_spec(spec)
+        if source.kind == "hub":
+            source = _resolve_hub(source)
+        location = Path(source.location)
+        files = sorted(location.glob("*.safetensors")) if source.kind == "dir" else []
+        if source.kind == "dir" and not files:
+            raise SpecError(f"model {str(spec)!r}: {location} has no *.safetensors files to stream from")
+        fam = FAMILIES.get(plan.architecture)
+        names = None if fam is None else (fam.gguf_tensors if source.kind == "gguf" else fam.tensors)
+        if names is None:
+            why = "the family table has no tensor names for it" if fam is None else fam.not_streamed
+            raise SpecError(f"model {str(spec)!r}: streaming is not available for {plan.architecture} ({why}); "
+                            "load the model without --stream")
+        cfg = StreamedConfig(
+            architecture=plan.architecture, n_layers=plan.n_layers, n_heads=plan.n_heads,
+            n_key_value_heads=plan.n_key_value_heads, d_model=plan.d_model, d_head=plan.d_head, d_mlp=plan.d_mlp,
+            d_vocab=plan.d_vocab, gated_mlp="W_gate" in names, dtype=getattr(torch, plan.own_dtype),
+            device=choose_device(device), model_name=str(spec),
+        )
+        if source.kind == "gguf":
+            tensors = GGUFTensors(location, fam, plan.n_layers, plan.n_heads, plan.n_key_value_heads)
+            tokenizer = AutoTokenizer.from_pretrained(str(location.parent), gguf_file=location.name,
+                                                      trust_remote_code=trust_remote_code)
+        else:
+            tensors = SafetensorsFiles(files)
+            tokenizer = AutoTokenizer.from_pretrained(str(location), trust_remote_code=trust_remote_code)
+    return StreamedModel(tensors, cfg, tokenizer, spec=str(spec))
 
 
 def fits_in_memory(spec: "str | Path", *, device=None, dtype=None, device_map=None, max_memory: int | None = None,
@@ -112,7 +122,7 @@ def open_for_weights(spec: "str | Path", *, stream: bool = False, **loading) -> 
     if not fits_in_memory(spec, **loading):
         try:
             streamed = open_streamed(spec, **streamed_options)
-        except SpecError:  # not streamable (no safetensors, a GGUF file, GPT-2): load_model refuses in one line
+        except SpecError:  # not streamable (no safetensors, GPT-2): load_model refuses in one line
             return load_model(spec, **loading)
         print(f"mechit: {spec} does not fit in memory; streaming its weights layer by layer", file=sys.stderr)
         return streamed

@@ -17,15 +17,28 @@ Not violations:
 - the documented steps of :data:`ALLOWED`, each with its reason (keyed by the innermost
   mechit frame: file and function);
 - ``.cpu()`` (``aten._to_copy`` to the CPU): results leave through it.
+
+Without a GPU the device is checked by simulation (:class:`HostTracker`, a
+``TorchFunctionMode``): the model stays on the CPU, which stands for the accelerator, and
+every tensor the analysis takes to the host (``.cpu()``, made a copy as on a GPU;
+``torch.from_numpy``) is marked, and ``.to(device)`` makes an unmarked copy. A torch op of
+mechit code on a marked tensor would run on the CPU on a GPU machine, or crash mixing
+devices; ``.numpy()`` of an unmarked one would crash. Exits (``.numpy()``, ``.tolist()``,
+``.item()`` after ``.cpu()``) and metadata are not violations, nor the documented host
+steps of :data:`CPU_KERNELS` and :data:`HOST_STEPS`. Inputs made on the host (token ids
+from a tokenizer, index tensors) and moved with ``.to(device)`` are not marked: the
+TorchDispatchMode check above sees those where a GPU exists.
 """
 
 from __future__ import annotations
 
 import traceback
+import weakref
 from collections import Counter
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -54,6 +67,9 @@ ALLOWED = {
 CPU_KERNELS = {  # steps documented to run on the CPU whatever the model's device
     ("heads/kernels.py", f) for f in ("qk_dim_pairs_group", "_candidates", "_group_run", "_repeated",
                                       "_sorted", "compact_rows", "_top_k_phase", "run")
+} | {
+    ("heads/kernels.py", "blockwise_topk"),  # the k winners' tie order: np.lexsort on the host, back by .to(device)
+    ("heads/pairs.py", "_whole"),  # the qk/ov rows leave through .cpu() into numpy columns
 }
 
 
@@ -94,6 +110,60 @@ class Discipline(TorchDispatchMode):
                 self._record(func, f"dtype {t.dtype}")
             if t.device != self.device and not leaving:
                 self._record(func, f"device {t.device}")
+        return out
+
+
+EXITS = {"numpy", "tolist", "item", "__bool__", "__int__", "__float__", "__index__", "__len__", "__format__",
+         "__repr__", "__hash__", "__array__"}  # a tensor's values leaving torch
+METADATA = {"__get__", "__set__", "dim", "size", "numel", "stride", "is_contiguous", "is_floating_point",
+            "element_size", "data_ptr", "requires_grad_", "detach"}  # no computation (detach: a view)
+HOST_STEPS = {  # host work after .cpu() by design, each with its reason
+    ("attribution/ablation.py", "ablate"): "effects of m response tokens subtracted in float64 on the host",
+}
+
+
+class HostTracker(TorchFunctionMode):
+    """Simulates a model on an accelerator while all runs on the CPU (see the module docstring):
+    ``violations[(file, function, op, what)]`` for torch ops of mechit code that would
+    compute on the host, and ``.numpy()`` on tensors that never left the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.host: dict[int, weakref.ref] = {}
+        self.violations: Counter = Counter()
+
+    def _is_host(self, t) -> bool:
+        ref = self.host.get(id(t))
+        return ref is not None and ref() is t
+
+    def _mark(self, out) -> None:
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and not self._is_host(t):
+                self.host[id(t)] = weakref.ref(t, lambda _, key=id(t): self.host.pop(key, None))
+
+    def _record(self, name: str, what: str) -> None:
+        where = _where(traceback.extract_stack()[:-2])
+        if where is not None and where not in CPU_KERNELS and where not in HOST_STEPS:
+            self.violations[(*where, name, what)] += 1
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        host = [self._is_host(t) for t in tensors]
+        out = func(*args, **kwargs)
+        if name in ("cpu", "to") and out is args[0]:  # on a GPU each is a copy (to the host, to the device)
+            out = out.clone()
+        if name in ("cpu", "from_numpy"):
+            self._mark(out)
+        elif name in EXITS:
+            if name == "numpy" and not all(host):
+                self._record(name, "numpy() of a device tensor")
+        elif name == "to" or name in METADATA:
+            pass
+        elif any(h and t.dim() > 0 for h, t in zip(host, tensors)):  # CUDA takes 0-dim CPU tensors
+            self._mark(out)
+            self._record(name, "computes on the host" if all(host) else "mixes host and device tensors")
         return out
 
 
@@ -138,6 +208,16 @@ def _violations(pair: ModelPair, run) -> Counter:
 def test_analysis_keeps_the_models_dtype_and_device(pair64, name):
     violations = _violations(pair64, ANALYSES[name])
     assert not violations, "\n".join(f"{n:4d} x {where}" for where, n in violations.most_common(20))
+
+
+@pytest.mark.parametrize("name", list(ANALYSES))
+def test_analysis_computes_on_the_models_device_simulated(tiny_pair_dirs, name):
+    """On a CPU stand-in for the accelerator (:class:`HostTracker`), results leave through one
+    ``.cpu()`` and nothing is computed on the host after it, outside the documented kernels."""
+    pair = ModelPair(*(load_model(d, device="cpu") for d in tiny_pair_dirs))
+    with HostTracker() as tracker:
+        ANALYSES[name](pair)
+    assert not tracker.violations, "\n".join(f"{n:4d} x {where}" for where, n in tracker.violations.most_common(20))
 
 
 def test_discipline_catches_a_downcast(pair64, monkeypatch):

@@ -48,7 +48,8 @@ def hf_logprobs(hf, ids=None, embeds=None, positions=None):
 def check_part(frame, part, expected32, expected64):
     """The part's effects equal ``full - ablated`` from the reference, within twice its float32 error."""
     rows = frame[frame.part == part].sort_values("response_index")
-    ours = torch.tensor(rows.logprob_ablated.to_numpy())
+    ours = torch.tensor(rows.logprob_ablated.to_numpy(), device="cpu")  # compared on the host, whatever the device
+    expected32, expected64 = expected32.cpu(), expected64.cpu()
     bound = 2 * float((expected32 - expected64).abs().max())
     torch.testing.assert_close(ours, expected64, rtol=0, atol=bound + 1e-12)
     assert rows.total_effect.nunique() == 1
@@ -66,8 +67,8 @@ def test_remove_drops_the_part_tokens(tiny_llama, hf_llama):
     assert ids[moved].tolist() == enc.input_ids[enc.response_positions].tolist()
     check_part(frame, "instruction", *(hf_logprobs(hf, ids, positions=moved) for hf in hf_llama))
     full = frame[frame.part == "instruction"].sort_values("response_index").logprob.to_numpy()
-    torch.testing.assert_close(torch.tensor(full), hf_logprobs(hf_llama[1], enc.input_ids,
-                                                               positions=enc.response_positions),
+    torch.testing.assert_close(torch.tensor(full, device="cpu"), hf_logprobs(hf_llama[1], enc.input_ids,
+                                                               positions=enc.response_positions).cpu(),
                                rtol=0, atol=1e-5)
     assert (frame.effect.abs() > 0).all()
 
@@ -96,8 +97,8 @@ def test_mean_uses_the_scaled_vocabulary_mean_embedding(tiny_gemma, hf_gemma):
             embeds = table(enc.input_ids[None])[0]  # (seq, d), scaled
             embeds[instruction] = table.weight.mean(0) * table.embed_scale
         references.append(hf_logprobs(hf, enc.input_ids, embeds=embeds, positions=enc.response_positions))
-    torch.testing.assert_close(mean_embedding(tiny_gemma), hf_gemma[0].get_input_embeddings().weight.mean(0)
-                               * tiny_gemma.cfg.d_model ** 0.5, rtol=1e-6, atol=0)
+    torch.testing.assert_close(mean_embedding(tiny_gemma).cpu(), (hf_gemma[0].get_input_embeddings().weight.mean(0)
+                               * tiny_gemma.cfg.d_model ** 0.5).cpu(), rtol=1e-6, atol=0)
     check_part(frame, "instruction", *references)
 
 

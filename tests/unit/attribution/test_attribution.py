@@ -133,7 +133,8 @@ def test_raw_is_signed_and_levels_keep_the_top(tiny_llama):
     a = attribute(tiny_llama, PROMPT, RESPONSE)
     assert (a.raw < 0).any() and (a.raw > 0).any()
     top = a.raw.argmax(dim=0)
-    assert torch.equal(a.levels[top, torch.arange(a.raw.shape[1])], torch.full((a.raw.shape[1],), 10.0))
+    columns = torch.arange(a.raw.shape[1], device=a.raw.device)  # the result's device, whatever the default
+    assert torch.equal(a.levels[top, columns], torch.full((a.raw.shape[1],), 10.0, device=a.levels.device))
 
 
 def test_chat_template_prompt_spans_still_map(tiny_llama):

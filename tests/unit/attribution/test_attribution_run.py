@@ -68,10 +68,10 @@ def test_dataset_run_tables_and_raw(tiny_pair_dirs, prompts, tmp_path):
     assert row.n_prompt_tokens == len(direct.prompt_tokens) and row.n_instruction_tokens == int(direct.instruction_mask.sum())
     part = tokens[(tokens.model == specs[1]) & (tokens.id == "t1")]
     assert list(part.token) == direct.prompt_tokens
-    torch.testing.assert_close(torch.tensor(part.density.to_numpy()), direct.density.double())
+    torch.testing.assert_close(torch.tensor(part.density.to_numpy(), device="cpu"), direct.density.double().cpu())
     raw = load_file(str(RecordStore(tmp_path).tensor_path(specs[1], "t1")))
     assert set(raw) == {"input_ids", "prompt_positions", "response_positions", "raw"}
-    assert torch.equal(raw["input_ids"], direct.input_ids) and torch.allclose(raw["raw"], direct.raw, rtol=1e-5)
+    assert torch.equal(raw["input_ids"], direct.input_ids.cpu()) and torch.allclose(raw["raw"], direct.raw.cpu(), rtol=1e-5)
 
 
 def test_resume_after_interruption_gives_identical_files(tiny_pair_dirs, prompts, tmp_path, monkeypatch):

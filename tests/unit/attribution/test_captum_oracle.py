@@ -125,20 +125,22 @@ def test_feature_ablation_equals_mask_ablation(models, family):
     masks = parts(enc, SPANS)
     groups = torch.where(masks["instruction"], 0, 1)  # feature 0 = instruction, 1 = context
     baseline = mask_token_id(tokenizer)
-    per_token32, total32 = captum_mask_ablation(hf32, tokenizer, prompt_ids, response_ids, groups, baseline)
-    per_token64, total64 = captum_mask_ablation(hf64, tokenizer, prompt_ids, response_ids, groups, baseline)
+    per_token32, total32 = (t.cpu() for t in captum_mask_ablation(hf32, tokenizer, prompt_ids, response_ids, groups,
+                                                                  baseline))  # compared on the host
+    per_token64, total64 = (t.cpu() for t in captum_mask_ablation(hf64, tokenizer, prompt_ids, response_ids, groups,
+                                                                  baseline))
     frame = ablate(bridge, PROMPT, RESPONSE, instruction_spans=SPANS, how="mask")
     scale = float(per_token64.abs().max())
     fp32_error = float((per_token32.double() - per_token64).abs().max()) / scale
     worst = 0.0
     for part, feature in (("instruction", 0), ("context", 1)):
-        column = int(torch.nonzero(groups == feature)[0])
+        column = int(torch.nonzero(groups.cpu() == feature)[0])
         rows = frame[frame.part == part].sort_values("response_index")
-        ours = torch.tensor(rows.effect.to_numpy())
+        ours = torch.tensor(rows.effect.to_numpy(), device="cpu")
         assert ours.abs().max() > 0
         worst = max(worst, float((ours - per_token32[:, column].double()).abs().max()) / scale)
         torch.testing.assert_close(ours, per_token64[:, column].double(), rtol=0, atol=2 * fp32_error * scale)
-        torch.testing.assert_close(torch.tensor(rows.total_effect.iloc[0]).double(), total64[column].double(),
+        torch.testing.assert_close(torch.tensor(rows.total_effect.iloc[0], device="cpu").double(), total64[column].double(),
                                    rtol=0, atol=2 * fp32_error * scale * len(rows))
     assert worst <= 2 * fp32_error
     print(f"{family}: FeatureAblation vs ablate(mask) max rel diff {worst:.2e}, captum fp32 error {fp32_error:.2e}")
