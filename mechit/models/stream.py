@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 
 def open_streamed(
-    spec: "str | Path", *, device: "str | torch.device | None" = None, trust_remote_code: bool = False
+    spec: "str | Path", *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None,
+    trust_remote_code: bool = False,
 ) -> StreamedModel:
     """A :class:`~mechit.arch.stream.StreamedModel` of a model directory with safetensors
     weights (a cached hub id, a ``save_pretrained`` directory, the organism): its config,
@@ -37,6 +38,8 @@ def open_streamed(
     Args:
         spec: as for :func:`mechit.models.load_model`, except ``.gguf`` files.
         device: where the weights go when read ("auto"/None: CUDA when there is one).
+        dtype: the dtype weights are read in (None: the checkpoint's own); give the dtype
+            :func:`~mechit.models.load_model` loads in to read exactly its weights.
         trust_remote_code: passed to the tokenizer.
 
     Raises:
@@ -48,13 +51,7 @@ def open_streamed(
     """
     from transformers import AutoTokenizer
 
-    source = resolve_spec(spec)
-    if source.kind == "hub":
-        source = _resolve_hub(source)
-    if source.kind != "dir":
-        raise SpecError(f"model {str(spec)!r}: streaming reads safetensors checkpoints, not {source.kind} "
-                        "files; pass a Hugging Face model directory, or load the model without --stream")
-    directory = Path(source.location)
+    directory = checkpoint_dir(spec)
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise SpecError(f"model {str(spec)!r}: {directory} has no *.safetensors files to stream from")
@@ -63,14 +60,32 @@ def open_streamed(
     if fam is None or fam.tensors is None:
         raise SpecError(f"model {str(spec)!r}: streaming is not available for {plan.architecture} (the family "
                         "table has no tensor names for it); load the model without --stream")
+    target = choose_device(device)
     cfg = StreamedConfig(
         architecture=plan.architecture, n_layers=plan.n_layers, n_heads=plan.n_heads,
         n_key_value_heads=plan.n_key_value_heads, d_model=plan.d_model, d_head=plan.d_head, d_mlp=plan.d_mlp,
-        d_vocab=plan.d_vocab, gated_mlp="W_gate" in fam.tensors, dtype=getattr(torch, plan.own_dtype),
-        device=choose_device(device), model_name=str(spec),
+        d_vocab=plan.d_vocab, gated_mlp="W_gate" in fam.tensors,
+        dtype=getattr(torch, plan.own_dtype) if dtype is None else choose_dtype(dtype, target, plan.own_dtype),
+        device=target, model_name=str(spec),
     )
     tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     return StreamedModel(files, cfg, tokenizer, spec=str(spec))
+
+
+def checkpoint_dir(spec: "str | Path") -> Path:
+    """The local directory of a model spec whose weights can be streamed (a cached hub id, a
+    ``save_pretrained`` directory, the organism); SpecError for a GGUF file or an uncached id.
+
+    >>> checkpoint_dir("organism-tuned").name
+    'tuned'
+    """
+    source = resolve_spec(spec)
+    if source.kind == "hub":
+        source = _resolve_hub(source)
+    if source.kind != "dir":
+        raise SpecError(f"model {str(spec)!r}: streaming reads safetensors checkpoints, not {source.kind} "
+                        "files; pass a Hugging Face model directory, or load the model without --stream")
+    return Path(source.location)
 
 
 def fits_in_memory(spec: "str | Path", *, device=None, dtype=None, device_map=None, max_memory: int | None = None,
