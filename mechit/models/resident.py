@@ -112,9 +112,9 @@ class OneAtATimePair(ModelPair):
     """
 
     def __init__(self, base: "str | Path", tuned: "str | Path", *,
-                 load: Callable[..., "TransformerBridge"] = load_model, **loading):
+                 load: "Callable[..., TransformerBridge] | None" = None, **loading):
         self.base_spec, self.tuned_spec = str(base), str(tuned)
-        self._load, self._loading = load, loading
+        self._load, self._loading = load or load_model, loading
         self._resident: "tuple[str, TransformerBridge] | None" = None
         self._streamed: dict[str, StreamedModel] = {}
         self._described: dict[str, dict] = {}
