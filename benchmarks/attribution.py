@@ -34,7 +34,16 @@ Runs, in order:
    ``pip install --no-deps inseq==0.7.1 treescope`` (its other requirements are mechit's
    or are never imported). A peer that cannot run is reported in one line instead.
 
-Steps 2-5 run interleaved ``--repeats`` times (default 2) and the best time of each is
+6. with ``--bf16``: the new path on the same model loaded a second time in bfloat16 (the
+   main model then loads in float32), on the same inputs: its best time, the ratio to the
+   float32 new path's, and the largest absolute difference of its raw matrix from the
+   float32 one, relative to the float32 matrix's largest entry (``"bf16": {"seconds",
+   "ratio_to_fp32", "max_rel_diff"}`` in the JSON). The hand-written Llama block products
+   (``mechit/arch/llama_vjp.py``) take float32 blocks only: a bfloat16 model runs block by
+   block with autograd's products, in bfloat16 (docs/benchmarks.md). Its weights stay
+   resident beside the float32 model's, so the peak RSS figures include them.
+
+Steps 2-6 run interleaved ``--repeats`` times (default 2) and the best time of each is
 kept: the first run at a new size pays one-time costs, and a shared machine's load
 changes from minute to minute. Prints the times, their ratio, the new path's achieved GFLOP/s as a share of the matmul
 peak (FLOPs counted analytically, see docs/benchmarks.md), peak RSS and the maximum
@@ -268,6 +277,8 @@ def main() -> None:
     parser.add_argument("--no-extra", action="store_true", help="skip the input-gradient-only loop")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best time of each is kept")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries (captum, inseq)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time the new path on the model loaded in bfloat16 (the main run in float32)")
     args = parser.parse_args()
 
     import torch
@@ -279,7 +290,8 @@ def main() -> None:
 
     spec = args.model or str(smollm2_gguf())
     start = time.perf_counter()
-    model = load_model(spec)
+    model = load_model(spec, dtype="float32" if args.bf16 else None)
+    model_bf16 = load_model(spec, dtype="bfloat16") if args.bf16 else None
     print(f"loaded {spec} in {time.perf_counter() - start:.1f} s: resident {rss_mb('VmRSS'):.0f} MB, "
           f"peak so far {rss_mb('VmHWM'):.0f} MB")
     tokenizer = model.tokenizer
@@ -303,6 +315,8 @@ def main() -> None:
     gradient_x_input(model, short, prompt_positions[:8], torch.arange(len(bos) + 8, len(short)))
     gradient_x_input_loop(model, short, prompt_positions[:8], torch.arange(len(bos) + 8, len(short)), weight_grads=True)
     model.zero_grad(set_to_none=True)
+    if model_bf16 is not None:
+        gradient_x_input(model_bf16, short, prompt_positions[:8], torch.arange(len(bos) + 8, len(short)))
 
     peak = matmul_peak(chunk * seq, model.cfg.d_model, model.cfg.d_mlp, repeats=10)
     print(f"matmul peak ({chunk * seq} x {model.cfg.d_model} @ {model.cfg.d_model} x {model.cfg.d_mlp}): {peak:.1f} GFLOP/s")
@@ -327,7 +341,7 @@ def main() -> None:
             peer_errors[name] = one_line(error)
     peer_times = dict.fromkeys(peers, float("inf"))
     peer_diffs = {}
-    t_new = t_ref = t_loop = float("inf")
+    t_new = t_ref = t_loop = t_bf16 = float("inf")
     peak_rss = 0.0
     for round_ in range(1, args.repeats + 1):  # interleaved; the best of each is reported
         gc.collect()
@@ -338,6 +352,13 @@ def main() -> None:
         t_new, peak_rss = min(t_new, t), max(peak_rss, rss_mb("VmHWM"))
         print(f"[{round_}] new path:          {t:8.2f} s  ({flops / 1e9:.0f} GFLOP, {flops / t / 1e9:.1f} GFLOP/s); "
               f"peak RSS {rss_mb('VmHWM'):.0f} MB")
+        if model_bf16 is not None:
+            start = time.perf_counter()
+            raw_bf16, _ = gradient_x_input(model_bf16, ids, prompt_positions, response_positions)
+            t = time.perf_counter() - start
+            t_bf16 = min(t_bf16, t)
+            print(f"[{round_}] new path, bf16:    {t:8.2f} s  (max relative difference from float32 "
+                  f"{rel_diff(raw_bf16, new):.2e})")
         start = time.perf_counter()
         ref, _ = gradient_x_input_loop(model, ids, prompt_positions, response_positions, weight_grads=True)
         t = time.perf_counter() - start
@@ -382,10 +403,16 @@ def main() -> None:
         print(f"peer {name}: " + ("cannot run: " + numbers["error"] if "error" in numbers else
                                   f"{numbers['seconds']:.2f} s, {numbers['ratio']:.2f}x mechit's time, "
                                   f"max relative difference {numbers['max_rel_diff']:.2e}"))
+    bf16_json = {}
+    if model_bf16 is not None:
+        bf16_json = {"bf16": {"seconds": round(t_bf16, 3), "ratio_to_fp32": round(t_bf16 / t_new, 3),
+                              "max_rel_diff": rel_diff(raw_bf16, new)}}
+        print(f"bf16: {t_bf16:.2f} s, {t_bf16 / t_new:.2f}x the float32 new path, max relative difference "
+              f"{bf16_json['bf16']['max_rel_diff']:.2e}")
     print(json.dumps({"speedup": round(t_ref / t_new, 3), "peak_share": round(achieved / peak, 3),
                       "peak_rss_mb": round(peak_rss, 1), "process_peak_rss_mb": round(process_peak, 1),
                       "max_rel_diff": max_rel,
-                      "model": Path(spec).name, "n_prompt": n, "n_response": m, "peers": peer_json}))
+                      "model": Path(spec).name, "n_prompt": n, "n_response": m, "peers": peer_json, **bf16_json}))
 
 
 if __name__ == "__main__":

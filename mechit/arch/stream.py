@@ -43,7 +43,8 @@ MODEL_TENSORS = ("W_E", "W_U", "ln_final")  # read once and kept: every analysis
 class StreamedConfig:
     """The ``cfg`` fields the weight views and analyses read (TransformerLens names).
 
-    ``dtype`` is the checkpoint's own dtype (the views upcast to float32);
+    ``dtype`` is the dtype weights are read in (by default the checkpoint's own; the views
+    upcast to float32);
     ``layer_norm_folding`` is always False: the stored weights are raw.
     """
 
@@ -184,4 +185,4 @@ class StreamedModel:
         if key not in self._stored:
             raise SpecError(f"model {self.mechit_spec!r}: the checkpoint has no tensor "
                             f"{key or name!r} ({self.cfg.architecture} {name})")
-        return self._source.read(key, self.cfg.device)
+        return self._source.read(key, self.cfg.device).to(self.cfg.dtype)  # a no-op when read in the stored dtype

@@ -16,8 +16,9 @@ from mechit.models.loading import (
 )
 from mechit.models.pair import ModelPair, check_pair, load_pair, tag_model
 from mechit.models.plan import ModelPlan, check_fits
+from mechit.models.resident import OneAtATimePair, open_pair
 from mechit.models.stream import fits_in_memory, open_for_weights, open_streamed
 
-__all__ = ["ORGANISM_SPECS", "ModelPair", "ModelPlan", "check_checkpoint", "check_fits", "check_pair", "fits_in_memory",
-           "load_model", "load_pair", "open_for_weights", "open_streamed", "organism_dir", "read_plan", "resolve_spec",
+__all__ = ["ORGANISM_SPECS", "ModelPair", "ModelPlan", "OneAtATimePair", "check_checkpoint", "check_fits", "check_pair", "fits_in_memory",
+           "load_model", "load_pair", "open_for_weights", "open_pair", "open_streamed", "organism_dir", "read_plan", "resolve_spec",
            "tag_model", "weights_fingerprint"]

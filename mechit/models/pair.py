@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import pandas as pd
 
-from mechit.arch.weights import n_kv_heads
+from mechit.arch.stream import StreamedModel
+from mechit.arch.weights import describe, n_kv_heads
 from mechit.errors import IncompatiblePairError, SpecError
+from mechit.models.checkpoint import stored_tensors
 from mechit.models.loading import ORGANISM_SPECS, load_model
+from mechit.models.stream import checkpoint_dir
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -38,9 +41,54 @@ class ModelPair:
     base_spec: str = ""
     tuned_spec: str = ""
 
+    names = ("base", "tuned")
+    residency = {"mode": "both"}  # both models stay loaded (summary.json, "residency")
+
     def __iter__(self) -> Iterator[tuple[str, "TransformerBridge"]]:
         yield "base", self.base
         yield "tuned", self.tuned
+
+    def member(self, name: str) -> "TransformerBridge":
+        """The loaded model ``name`` ("base" or "tuned").
+
+        >>> pair.member("tuned") is pair.tuned
+        True
+        """
+        return getattr(self, name)
+
+    def weights(self, name: str) -> "TransformerBridge | StreamedModel":
+        """What a weight-only analysis, a config or a tokenizer question reads of model ``name``:
+        here the loaded model; a pair that keeps one model resident gives a
+        :class:`~mechit.arch.stream.StreamedModel` that loads nothing.
+
+        >>> pair.weights("base").cfg.n_layers
+        6
+        """
+        return self.member(name)
+
+    def weights_pair(self) -> "ModelPair":
+        """The pair the weight-only analyses (head pairs, FFN concepts, rotation) run on: itself.
+
+        >>> pair.weights_pair() is pair
+        True
+        """
+        return self
+
+    def spec(self, name: str) -> str:
+        """The spec model ``name`` was loaded from (its ``mechit_spec``; the name when it has none).
+
+        >>> pair.spec("base")
+        'organism-base'
+        """
+        return getattr(self.member(name), "mechit_spec", name)
+
+    def description(self, name: str) -> dict:
+        """:func:`mechit.arch.weights.describe` of model ``name`` (what summary.json records).
+
+        >>> pair.description("tuned")["layers"]
+        6
+        """
+        return describe(self.member(name))
 
     def run(self, analysis: Callable[..., pd.DataFrame], *args, **kwargs) -> pd.DataFrame:
         """``analysis(model, *args, **kwargs)`` on the base model, then on the tuned one, in one
@@ -53,7 +101,9 @@ class ModelPair:
         0   base       6
         1  tuned       6
         """
-        frames = [tag_model(analysis(model, *args, **kwargs), name) for name, model in self]
+        # each model is handed over by name and held by no variable here, so a pair that keeps
+        # one model resident can drop the first before it loads the second
+        frames = [tag_model(analysis(self.member(name), *args, **kwargs), name) for name in self.names]
         return pd.concat(frames, ignore_index=True)
 
 
@@ -94,7 +144,8 @@ PAIR_PROBE_TEXT = "Translate the following sentence into French: The quick brown
 def check_pair(a: "TransformerBridge", b: "TransformerBridge") -> None:
     """Refuse two models that cannot be compared; the error names the first difference.
 
-    Checked in order: architecture; the config sizes (layers, heads, KV heads, d_model,
+    ``a`` and ``b`` are loaded models, or both :class:`~mechit.arch.stream.StreamedModel`
+    (then the shapes come from the safetensors headers). Checked in order: architecture; the config sizes (layers, heads, KV heads, d_model,
     d_head, d_mlp); every parameter's shape; the tokenizer vocabulary (each shared token
     string must have the same id, and a probe sentence must tokenise identically).
 
@@ -140,9 +191,15 @@ def check_pair(a: "TransformerBridge", b: "TransformerBridge") -> None:
 
 
 def _named_shapes(model, d_vocab: int):
-    """(name, shape) of every parameter, with the vocabulary axis written as 'V'."""
-    for name, param in model.original_model.named_parameters():
-        yield name.replace("._original_component", ""), tuple("V" if size == d_vocab else size for size in param.shape)
+    """(name, shape) of every parameter (a streamed model's: of every stored tensor), with the
+    vocabulary axis written as 'V'."""
+    if isinstance(model, StreamedModel):
+        shapes = stored_tensors(checkpoint_dir(model.mechit_spec)).items()
+    else:
+        shapes = ((name.replace("._original_component", ""), param.shape)
+                  for name, param in model.original_model.named_parameters())
+    for name, shape in shapes:
+        yield name, tuple("V" if size == d_vocab else size for size in shape)
 
 
 def _show(shape, d_vocab) -> str:

@@ -114,13 +114,7 @@ def check_fits(plan: ModelPlan, dtype: torch.dtype, device: "torch.device | None
     mechit.errors.SpecError: model 'organism-tuned' needs 0.01 GiB for its weights in float32 (0.00 B parameters) but --max-memory allows 0.00 GiB; pass --dtype bfloat16, --device-map auto over several GPUs, or a smaller model
     """
     need = plan.weight_bytes(dtype)
-    if max_memory is not None:
-        have, where = max_memory, "--max-memory allows"
-    elif device is None:
-        have = sum(free_memory(f"cuda:{i}") for i in range(torch.cuda.device_count()))
-        where = f"{torch.cuda.device_count()} CUDA device(s) have"
-    else:
-        have, where = free_memory(device), f"{device} has"
+    have, where = available_memory(device, max_memory)
     if need > have:
         raise SpecError(
             f"model {plan.spec!r} needs {need / GIB:.2f} GiB for its weights in {str(dtype).removeprefix('torch.')} "
@@ -128,6 +122,21 @@ def check_fits(plan: ModelPlan, dtype: torch.dtype, device: "torch.device | None
             + ("" if max_memory is not None or device is None else " free")
             + "; pass --dtype bfloat16, --device-map auto over several GPUs, or a smaller model"
         )
+
+
+def available_memory(device: "torch.device | None", max_memory: int | None = None) -> tuple[int, str]:
+    """(bytes the weights may take, the words that say where): ``max_memory`` when given, else the
+    free memory of ``device`` (None: every CUDA device together, for ``--device-map``).
+
+    >>> available_memory(torch.device("cpu"), max_memory=2**30)
+    (1073741824, '--max-memory allows')
+    """
+    if max_memory is not None:
+        return max_memory, "--max-memory allows"
+    if device is None:
+        have = sum(free_memory(f"cuda:{i}") for i in range(torch.cuda.device_count()))
+        return have, f"{torch.cuda.device_count()} CUDA device(s) have"
+    return free_memory(device), f"{device} has"
 
 
 # ---------------------------------------------------------------- directories: config.json, safetensors headers

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 
 def open_streamed(
-    spec: "str | Path", *, device: "str | torch.device | None" = None, trust_remote_code: bool = False
+    spec: "str | Path", *, device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None,
+    trust_remote_code: bool = False,
 ) -> StreamedModel:
     """A :class:`~mechit.arch.stream.StreamedModel` of a model directory with safetensors
     weights (a cached hub id, a ``save_pretrained`` directory, the organism) or of a ``.gguf``
@@ -41,6 +42,8 @@ def open_streamed(
     Args:
         spec: as for :func:`mechit.models.load_model`.
         device: where the weights go when read ("auto"/None: CUDA when there is one).
+        dtype: the dtype weights are read in (None: the checkpoint's own); give the dtype
+            :func:`~mechit.models.load_model` loads in to read exactly its weights.
         trust_remote_code: passed to the tokenizer.
 
     Raises:
@@ -67,11 +70,13 @@ def open_streamed(
             why = "the family table has no tensor names for it" if fam is None else fam.not_streamed
             raise SpecError(f"model {str(spec)!r}: streaming is not available for {plan.architecture} ({why}); "
                             "load the model without --stream")
+        target = choose_device(device)
         cfg = StreamedConfig(
             architecture=plan.architecture, n_layers=plan.n_layers, n_heads=plan.n_heads,
             n_key_value_heads=plan.n_key_value_heads, d_model=plan.d_model, d_head=plan.d_head, d_mlp=plan.d_mlp,
-            d_vocab=plan.d_vocab, gated_mlp="W_gate" in names, dtype=getattr(torch, plan.own_dtype),
-            device=choose_device(device), model_name=str(spec),
+            d_vocab=plan.d_vocab, gated_mlp="W_gate" in names,
+            dtype=getattr(torch, plan.own_dtype) if dtype is None else choose_dtype(dtype, target, plan.own_dtype),
+            device=target, model_name=str(spec),
         )
         if source.kind == "gguf":
             tensors = GGUFTensors(location, fam, plan.n_layers, plan.n_heads, plan.n_key_value_heads)
@@ -81,6 +86,23 @@ def open_streamed(
             tensors = SafetensorsFiles(files)
             tokenizer = AutoTokenizer.from_pretrained(str(location), trust_remote_code=trust_remote_code)
     return StreamedModel(tensors, cfg, tokenizer, spec=str(spec))
+
+
+def checkpoint_dir(spec: "str | Path") -> Path:
+    """The local directory of a model spec with safetensors weights (a cached hub id, a
+    ``save_pretrained`` directory, the organism), whose headers give every stored tensor's
+    shape; SpecError for a GGUF file or an uncached id.
+
+    >>> checkpoint_dir("organism-tuned").name
+    'tuned'
+    """
+    source = resolve_spec(spec)
+    if source.kind == "hub":
+        source = _resolve_hub(source)
+    if source.kind != "dir":
+        raise SpecError(f"model {str(spec)!r}: comparing a pair one model at a time reads tensor shapes from "
+                        f"safetensors headers, not {source.kind} files; pass a Hugging Face model directory")
+    return Path(source.location)
 
 
 def fits_in_memory(spec: "str | Path", *, device=None, dtype=None, device_map=None, max_memory: int | None = None,

@@ -44,7 +44,7 @@ import torch
 from mechit.attribution.ablation import HOWS
 from mechit.attribution.run_stats import read_run, run_stats
 from mechit.errors import InputError
-from mechit.models import load_pair, weights_fingerprint
+from mechit.models import ModelPair, open_pair, weights_fingerprint
 from mechit.outdir import check_out_dir, disk_full_error
 from mechit.pipeline.checks import check_specs, load_records, parse_only
 from mechit.pipeline.context import (
@@ -127,10 +127,9 @@ def compare(
     try:
         torch.manual_seed(options.seed)
         bar.stage("load")
-        pair = load_pair(None if organism else base_spec, None if organism else tuned_spec,
-                         trust_remote_code=trust_remote_code, **loading)
-        torch.set_num_threads(_run_threads(pair.base, options.threads, threads_before))
-        cfg = pair.base.cfg
+        pair = _open_pair(base_spec, tuned_spec, todo, trust_remote_code=trust_remote_code, **loading)
+        torch.set_num_threads(_run_threads(pair.description("base")["parameters"], options.threads, threads_before))
+        cfg = pair.weights("base").cfg
         bar.start([w for stage in todo for w in stage_plan(stage, len(records), cfg.n_layers, cfg.n_heads)] + [1])
         # the tables of stages an earlier run finished, read once for later stages, the summary and the report
         tables = read_tables(out, [t for s in STAGES if manifest.done(s) and s not in todo
@@ -145,9 +144,10 @@ def compare(
         bar.stage("report")
         elapsed = time.perf_counter() - started
         try:
-            summary = build_summary(tables, manifest, pair, source=source, n_records=len(records),
-                                    options=options, run_seconds=elapsed,
-                                    paper_source=None if paper_results is None else str(paper_results))
+            summary = {**build_summary(tables, manifest, pair, source=source, n_records=len(records),
+                                       options=options, run_seconds=elapsed,
+                                       paper_source=None if paper_results is None else str(paper_results)),
+                       "residency": pair.residency}
             write_json(out / SUMMARY, summary)
             if report:
                 path = write_report(out, tables, summary)
@@ -203,13 +203,23 @@ def _paper_tables(run: str | Path, out: Path, seed: int) -> dict[str, pd.DataFra
     return {PAPER_TABLE: table}
 
 
-def _run_threads(model, threads: int | None, default: int) -> int:
-    """Torch threads for the run: ``threads`` if given, 1 for a small model, else ``default``.
+def _open_pair(base: str, tuned: str, todo: Sequence[str], **loading) -> ModelPair:
+    """Both models loaded, or, when the device cannot hold both, a pair that keeps one
+    resident (:func:`mechit.models.open_pair`); the ffn stage alone never runs a model forward.
 
-    >>> _run_threads(model, None, default=8), _run_threads(model, 3, default=8)
+    >>> _open_pair("organism-base", "organism-tuned", ["ffn"], device="cpu", max_memory=2**20).residency["mode"]
+    'one at a time'
+    """
+    return open_pair(base, tuned, forward=any(stage != "ffn" for stage in todo), **loading)
+
+
+def _run_threads(n_parameters: int, threads: int | None, default: int) -> int:
+    """Torch threads for the run: ``threads`` if given, 1 for a model of fewer than
+    :data:`SMALL_MODEL_PARAMETERS` parameters, else ``default``.
+
+    >>> _run_threads(2_000_000, None, default=8), _run_threads(2_000_000, 3, default=8)
     (1, 3)
     """
     if threads is not None:
         return threads
-    n_parameters = sum(p.numel() for p in model.parameters())
     return 1 if n_parameters < SMALL_MODEL_PARAMETERS else default

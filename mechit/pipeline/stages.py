@@ -5,7 +5,11 @@ A stage is a function ``run(ctx) -> dict[name, DataFrame]`` of a
 returned table once to ``DIR/<name>.parquet`` and records the stage as finished. Stages
 hold no analysis logic: they choose inputs and options and call each analysis on both
 models through ``ctx.pair.run`` (:meth:`mechit.models.ModelPair.run`), which tags the rows
-``model="base"|"tuned"``. ``ctx.tick(label)`` advances the overall progress bar by one
+``model="base"|"tuned"``; weight-only analyses run on ``ctx.pair.weights_pair()``, and a
+stage asks for one model by name (``ctx.pair.member(name)``, ``ctx.pair.weights(name)`` for
+its config, tokenizer or weights), so a pair that keeps one model resident
+(:class:`mechit.models.OneAtATimePair`) loads each model once per pass and holds no other.
+``ctx.tick(label)`` advances the overall progress bar by one
 step; :func:`stage_plan` gives each stage's steps and their expected costs (for the ETA).
 
 >>> from mechit.organism import held_out_prompts
@@ -60,33 +64,33 @@ def _words(ctx: Context) -> list[str]:
     """The word list for heads and FFN: given, else the one default rule (:func:`mechit.vocab.default_words`)."""
     if ctx.options.words is not None:
         return list(ctx.options.words)
-    return default_words(ctx.pair.base, ctx.options.n_words)
+    return default_words(ctx.pair.weights("base"), ctx.options.n_words)
 
 
 def _top_k(ctx: Context, words: list[str]) -> int:
     """K words per head dimension: given, else the paper's ratio (:func:`mechit.vocab.default_top_k`)."""
-    return ctx.options.head_top_k or default_top_k(ctx.pair.base, len(words))
+    return ctx.options.head_top_k or default_top_k(ctx.pair.weights("base"), len(words))
 
 
 def _similarity(ctx: Context) -> SimilaritySource:
     """One relatedness source for both models: the option, else MiniLM when installed, else the
     base model's embeddings (one yardstick either way: never each model its own)."""
-    spec = ctx.options.similarity or default_similarity()
-    return EmbeddingSimilarity(ctx.pair.base) if spec == "embedding" else get_similarity(spec, ctx.pair.base)
+    spec, base = ctx.options.similarity or default_similarity(), ctx.pair.weights("base")
+    return EmbeddingSimilarity(base) if spec == "embedding" else get_similarity(spec, base)
 
 
 def _layer_group(ctx: Context, given: int | None) -> int:
-    return given or max(1, ctx.pair.base.cfg.n_layers // 4)
+    return given or max(1, ctx.pair.weights("base").cfg.n_layers // 4)
 
 
 def _chat(ctx: Context) -> bool:
     """Wrap prompts in the chat template when both tokenizers have one (the organism's do), for both models alike."""
-    return all(getattr(model.tokenizer, "chat_template", None) for _, model in ctx.pair)
+    return all(getattr(ctx.pair.weights(name).tokenizer, "chat_template", None) for name in ctx.pair.names)
 
 
 def _ticking(ctx: Context, label: str, analysis: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
     """``analysis`` that ticks the overall bar after each model (``label base``, ``label tuned``)."""
-    names = iter(name for name, _ in ctx.pair)
+    names = iter(ctx.pair.names)
 
     def run(model, *args, **kwargs) -> pd.DataFrame:
         frame = analysis(model, *args, **kwargs)
@@ -115,11 +119,11 @@ def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
     prompts carry labels).
     """
     o = ctx.options
-    models = dict(ctx.pair)
-    with _count_finished_examples(ctx, list(models)):
+    names = list(ctx.pair.names)
+    with _count_finished_examples(ctx, names):
         examples, tokens = attribute_dataset(
-            list(models), _prompt_records(ctx.records), ctx.out, response=o.response, loader=models.__getitem__,
-            fingerprints={name: weights_fingerprint(getattr(m, "mechit_spec", name)) for name, m in models.items()},
+            names, _prompt_records(ctx.records), ctx.out, response=o.response, loader=ctx.pair.member,
+            fingerprints={name: weights_fingerprint(ctx.pair.spec(name)) for name in names},
             max_new_tokens=o.max_new_tokens, chat_template=_chat(ctx), progress=ctx.progress,
         )
     summary = run_summary(examples)
@@ -184,8 +188,8 @@ def run_faithfulness(ctx: Context) -> dict[str, pd.DataFrame]:
     and instruction effect, share of examples where both views name the same part).
     """
     examples = ctx.tables["attribution_examples"]
-    ablation = pd.concat([tag_model(_ablate_resumably(ctx, name, model, examples), name) for name, model in ctx.pair],
-                         ignore_index=True)
+    ablation = pd.concat([tag_model(_ablate_resumably(ctx, name, ctx.pair.member(name), examples), name)
+                          for name in ctx.pair.names], ignore_index=True)
     per_example = gradient_vs_ablation(examples, ctx.tables["attribution_tokens"], ablation)
     summary = agreement(per_example)
     ctx.tick("agreement")
@@ -224,13 +228,13 @@ def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
     o = ctx.options
     words, source = _words(ctx), _similarity(ctx)
     top_k = _top_k(ctx, words)
-    pairs = ctx.pair.run(_ticking(ctx, "head pairs", head_pairs), words, method=o.head_method,
-                         top_k=top_k, similarity=source, progress=ctx.progress)
+    pairs = ctx.pair.weights_pair().run(_ticking(ctx, "head pairs", head_pairs), words, method=o.head_method,
+                                        top_k=top_k, similarity=source, progress=ctx.progress)
     settings = pd.DataFrame([{"words": "given" if o.words is not None else "default", "n_words": len(words),
                               "top_k": top_k, "similarity": source.name,
                               "similarity_id": similarity_identity(source)}])
     base, tuned = _one_model(pairs, "base"), _one_model(pairs, "tuned")
-    n_layers = ctx.pair.base.cfg.n_layers
+    n_layers = ctx.pair.weights("base").cfg.n_layers
     shift = head_shift(base, tuned, layer_group=_layer_group(ctx, o.head_layer_group))
     overall = head_shift(base, tuned, layer_group=n_layers)
     changes = head_change_scores(base, tuned)
@@ -306,7 +310,7 @@ PATTERN_COLUMNS = ["model", "layer", "head", "query", "key", "weight"]
 
 def _n_components(ctx: Context) -> int:
     """Components per layer: the option, else min(300, d_model, d_mlp - 1) (the centred rank bound)."""
-    cfg = ctx.pair.base.cfg
+    cfg = ctx.pair.weights("base").cfg
     return ctx.options.n_components or min(300, cfg.d_model, cfg.d_mlp - 1)
 
 
@@ -326,13 +330,13 @@ def run_ffn(ctx: Context) -> dict[str, pd.DataFrame]:
     o = ctx.options
     words = _words(ctx)
     k = _n_components(ctx)
-    concepts = ctx.pair.run(_ticking(ctx, "concepts", ffn_concepts), n_components=k, top_k=o.concept_top_k,
-                            words=words, progress=ctx.progress)
+    concepts = ctx.pair.weights_pair().run(_ticking(ctx, "concepts", ffn_concepts), n_components=k,
+                                           top_k=o.concept_top_k, words=words, progress=ctx.progress)
     labeller = make_labeller(o.labeller, foreign_words="organism" if ctx.organism else ())
     labels = label_concepts(concepts, labeller, seeds=range(o.label_seeds), progress=ctx.progress)
     proportions = label_proportions(labels, group_size=o.ffn_layer_group)
     ctx.tick("labels")
-    rotation = ffn_rotation(ctx.pair, concepts, k=o.rotation_k or min(50, k), progress=ctx.progress)
+    rotation = ffn_rotation(ctx.pair.weights_pair(), concepts, k=o.rotation_k or min(50, k), progress=ctx.progress)
     ctx.tick("rotation")
     return {
         "ffn_concepts": concepts,

@@ -11,7 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pandas as pd
 
-from mechit.arch.weights import describe
 from mechit.models import ModelPair
 from mechit.pipeline.context import STAGES, Options
 from mechit.store import Manifest
@@ -33,9 +32,9 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _describe(model) -> dict:
+def _describe(pair: ModelPair, name: str) -> dict:
     try:
-        return describe(model)
+        return pair.description(name)
     except Exception:  # noqa: BLE001 - describe is informative only
         return {}
 
@@ -50,7 +49,7 @@ def build_summary(tables: dict[str, pd.DataFrame], manifest: Manifest, pair: Mod
     >>> s["models"]["tuned"]["layers"], [f["holds"] for f in s["findings"]]
     (6, [None, None, None])
     """
-    models = {name: {"spec": str(getattr(pair, f"{name}_spec")), **_describe(model)} for name, model in pair}
+    models = {name: {"spec": str(getattr(pair, f"{name}_spec")), **_describe(pair, name)} for name in pair.names}
     finished = {s: manifest.finished[s] for s in STAGES if manifest.done(s)}
     return {
         "models": models,

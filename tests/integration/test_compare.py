@@ -299,7 +299,7 @@ def _no_load(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("models were loaded before the input was checked")
 
-    monkeypatch.setattr(compare_mod, "load_pair", refuse)
+    monkeypatch.setattr(compare_mod, "open_pair", refuse)
 
 
 def test_same_model_twice(pair_dirs, tmp_path, monkeypatch):
