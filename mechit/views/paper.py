@@ -80,7 +80,7 @@ def paper_section(summary: dict) -> str:
     paper = summary.get("paper_tables")
     commands = f"<pre>{html.escape(COMMANDS)}</pre>"
     if not paper:
-        body = ('<p class="missing">Not included in this comparison. With the authors\' released attribution '
+        body = ('<p class="caption">Not included in this comparison. With the authors\' released attribution '
                 "results (their repository, <code>results/attribution_interpret/</code>, and "
                 "<code>datasets/</code>), these commands make the rows:</p>" + commands)
     else:

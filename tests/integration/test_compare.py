@@ -425,6 +425,6 @@ def test_paper_results_become_the_papers_tables_section(run, pair_dirs, prompts_
 
 
 def test_paper_results_that_are_not_a_run_are_refused_before_loading(pair_dirs, prompts_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(compare_mod, "load_pair", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(compare_mod, "open_pair", lambda *a, **k: pytest.fail("loaded a model"))
     with pytest.raises(InputError, match="no attribution_run.json"):
         compare(*pair_dirs, prompts=prompts_file, out=tmp_path / "o", progress=False, paper_results=tmp_path)
