@@ -27,6 +27,7 @@ from mechit.commands.distributed_options import (
 )
 
 CSV_TEXT_COLUMNS = dict.fromkeys(["id", "group", "label", "model", "response", "status", "error"], str)
+STATS_COLUMNS = ("id", "model", "group", "instruction_score")  # what attribute-stats reads of attribution_examples
 MAX_BOOT = 1_000_000  # resamples: n_boot x n indices are drawn at once
 
 
@@ -135,28 +136,35 @@ def run_attribute(args) -> int:
 def run_stats(args) -> int:
     """Compute and write DIR/attribution_stats.(parquet|csv), and print it."""
     # imported here, not at the top: `mechit --help` stays fast (no torch)
-    import json
-    from pathlib import Path
-
     import pandas as pd
 
-    from mechit.errors import InputError
+    from mechit.errors import InputError, first_line
+    from mechit.outdir import check_out_dir
     from mechit.stats import compare_labels, compare_models
-    from mechit.store import write_table
+    from mechit.store import Manifest, write_table
 
-    out = Path(args.dir)
+    out = check_out_dir(args.dir, create=False, option="DIR")  # the stats table is written into the run
     manifest_path = out / "attribution_run.json"
     if not manifest_path.is_file():
         raise InputError(f"{out}: no attribution_run.json; run `mechit attribute --out {out}` first")
-    settings = json.loads(manifest_path.read_text(encoding="utf-8"))["settings"]
+    models = Manifest.load(manifest_path).settings.get("models")
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise InputError(f"{manifest_path}: its settings name no models (list of specs); not a `mechit attribute` "
+                         "run, or a damaged one: rerun `mechit attribute` with the same arguments")
     suffix = ".csv" if (out / "attribution_examples.csv").is_file() else ".parquet"
     table = out / f"attribution_examples{suffix}"
     if not table.is_file():
         raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
-    # text columns stay text: an id or group named "NA" or "null" is not missing
-    examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
-                if suffix == ".csv" else pd.read_parquet(table))
-    models = settings["models"]
+    try:  # text columns stay text: an id or group named "NA" or "null" is not missing
+        examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
+                    if suffix == ".csv" else pd.read_parquet(table))
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"{table}: unreadable table ({type(error).__name__}: {first_line(error)}); rerun "
+                         "`mechit attribute` (or `mechit merge`) with the same arguments to write it again") from None
+    lacking = [c for c in STATS_COLUMNS if c not in examples]
+    if lacking:
+        raise InputError(f"{table}: lacks the column(s) {', '.join(lacking)}; rerun `mechit attribute` (or "
+                         "`mechit merge`) with the same arguments to write it again")
     base = args.base or (models[0] if len(models) >= 2 else None)
     tuned = args.tuned or (models[1] if len(models) >= 2 else None)
     for name, spec in (("--base", base), ("--tuned", tuned)):
