@@ -48,13 +48,14 @@ def _virtual_root(out: Path) -> str | None:
     return next((root for root in VIRTUAL_ROOTS if real == root or real.startswith(root + os.sep)), None)
 
 
-def check_out_dir(out: str | Path, *, create: bool = True) -> Path:
+def check_out_dir(out: str | Path, *, create: bool = True, option: str = "--out") -> Path:
     """Create ``out`` if needed and make sure a file can be written there and space is left.
 
     Returns ``out`` as a :class:`~pathlib.Path`; raises :class:`~mechit.errors.InputError`
-    (or a disk-full :class:`~mechit.errors.MechitError`) with one line otherwise. With
-    ``create=False`` the folders the check made are removed again, so a command refused
-    later leaves nothing behind (mechit's writers create their folders).
+    (or a disk-full :class:`~mechit.errors.MechitError`) with one line otherwise, naming
+    the directory as ``option`` (a command writing into its ``DIR`` argument says ``DIR``).
+    With ``create=False`` the folders the check made are removed again, so a command
+    refused later leaves nothing behind (mechit's writers create their folders).
 
     >>> check_out_dir("later/out", create=False), Path("later").exists()
     (PosixPath('later/out'), False)
@@ -66,13 +67,13 @@ def check_out_dir(out: str | Path, *, create: bool = True) -> Path:
     mechit.errors.InputError: --out taken is not writable: it is a file, not a directory; choose another --out
     """
     if not str(out).strip():
-        raise InputError("--out is empty; give an output directory (use . for the current one)")
+        raise InputError(f"{option} is empty; give an output directory (use . for the current one)")
     out = Path(out)
     root = _virtual_root(out)
     if root is not None:
-        raise InputError(f"--out {out} lies under {root}, a virtual file system; choose another --out")
+        raise InputError(f"{option} {out} lies under {root}, a virtual file system; choose another {option}")
     if out.is_file():
-        raise InputError(f"--out {out} is not writable: it is a file, not a directory; choose another --out")
+        raise InputError(f"{option} {out} is not writable: it is a file, not a directory; choose another {option}")
     missing = [] if out.is_dir() else [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def check_out_dir(out: str | Path, *, create: bool = True) -> Path:
         if error.errno == errno.ENOSPC:
             raise disk_full_error(out, []) from error
         reason = error.strerror or error
-        raise InputError(f"--out {out} is not writable ({reason}); choose another --out") from error
+        raise InputError(f"{option} {out} is not writable ({reason}); choose another {option}") from error
     finally:
         if not create:
             for folder in missing:  # deepest first

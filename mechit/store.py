@@ -212,15 +212,8 @@ class Manifest:
         path = Path(path)
         if not path.exists():
             return cls(path, settings, {})
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            stored, finished = data["settings"], data["finished"]
-            if not isinstance(stored, dict) or not isinstance(finished, dict):
-                raise TypeError("'settings' and 'finished' must be objects")
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            why = f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
-            raise InputError(f"{path}: corrupt settings file of a run ({why}); delete it and rerun the same "
-                             "command: finished records are checked against their inputs and reused") from error
+        existing = cls.load(path)
+        stored, finished = existing.settings, existing.finished
         # compared as JSON, the form they are stored in (tuples become lists); a value stored as
         # null was not known then (weights of a hub model not yet downloaded) and matches any
         settings_json = json.loads(json.dumps(settings, default=_json_default))
@@ -230,6 +223,30 @@ class Manifest:
             raise InputError(f"{path.parent} holds a run with other settings (differs in: {', '.join(diff)}); "
                              "resume with the same arguments, or use another output directory")
         return cls(path, settings, finished)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        """The manifest stored at ``path``, as it is (no ``finished`` entry: nothing finished); one
+        line naming the file when it does not parse.
+
+        >>> _ = Path("bad.json").write_text("{")
+        >>> Manifest.load("bad.json")
+        Traceback (most recent call last):
+        ...
+        mechit.errors.InputError: bad.json: corrupt settings file of a run (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); delete it and rerun the same command: finished records are checked against their inputs and reused
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            stored = data["settings"]
+            finished = data.get("finished", {})
+            if not isinstance(stored, dict) or not isinstance(finished, dict):
+                raise TypeError("'settings' and 'finished' must be objects")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+            why = f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
+            raise InputError(f"{path}: corrupt settings file of a run ({why}); delete it and rerun the same "
+                             "command: finished records are checked against their inputs and reused") from error
+        return cls(path, stored, finished)
 
     def done(self, step: str) -> bool:
         """Whether ``step`` is recorded as finished."""

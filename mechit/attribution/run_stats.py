@@ -19,16 +19,17 @@ computes the rows ``mechit attribute-stats`` writes to ``attribution_stats`` and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from mechit.attribution.dataset import MANIFEST
-from mechit.errors import InputError
+from mechit.errors import InputError, first_line
 from mechit.stats import COLUMNS, N_BOOT, compare_labels, compare_models
+from mechit.store import Manifest
 
 CSV_TEXT_COLUMNS = dict.fromkeys(["id", "group", "label", "model", "response", "status", "error"], str)
+STATS_COLUMNS = ("id", "model", "group", "instruction_score")  # what the statistics read of attribution_examples
 
 
 def read_run(out: str | Path) -> tuple[dict, pd.DataFrame, str]:
@@ -38,23 +39,31 @@ def read_run(out: str | Path) -> tuple[dict, pd.DataFrame, str]:
     >>> read_run("nowhere")
     Traceback (most recent call last):
     ...
-    mechit.errors.InputError: nowhere: no attribution_run.json; run `mechit attribute --out nowhere` (or `mechit attribute-import`) first
+    mechit.errors.InputError: nowhere: no attribution_run.json; run `mechit attribute --out nowhere` first
     """
     out = Path(out)
     manifest = out / MANIFEST
     if not manifest.is_file():
-        raise InputError(f"{out}: no {MANIFEST}; run `mechit attribute --out {out}` (or `mechit attribute-import`) first")
-    try:
-        settings = json.loads(manifest.read_text(encoding="utf-8"))["settings"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{manifest}: not a readable run manifest ({error}); rerun the run into a new --out") from None
+        raise InputError(f"{out}: no {MANIFEST}; run `mechit attribute --out {out}` first")
+    settings = Manifest.load(manifest).settings
+    models = settings.get("models")
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise InputError(f"{manifest}: its settings name no models (list of specs); not a `mechit attribute` "
+                         "run, or a damaged one: rerun `mechit attribute` with the same arguments")
     suffix = ".csv" if (out / "attribution_examples.csv").is_file() else ".parquet"
     table = out / f"attribution_examples{suffix}"
     if not table.is_file():
         raise InputError(f"{table}: missing; rerun `mechit attribute` with the same arguments to finish the run")
-    # text columns stay text: an id or group named "NA" or "null" is not missing
-    examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
-                if suffix == ".csv" else pd.read_parquet(table))
+    try:  # text columns stay text: an id or group named "NA" or "null" is not missing
+        examples = (pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=CSV_TEXT_COLUMNS)
+                    if suffix == ".csv" else pd.read_parquet(table))
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"{table}: unreadable table ({type(error).__name__}: {first_line(error)}); rerun "
+                         "`mechit attribute` (or `mechit merge`) with the same arguments to write it again") from None
+    lacking = [c for c in STATS_COLUMNS if c not in examples]
+    if lacking:
+        raise InputError(f"{table}: lacks the column(s) {', '.join(lacking)}; rerun `mechit attribute` (or "
+                         "`mechit merge`) with the same arguments to write it again")
     return settings, examples, suffix
 
 

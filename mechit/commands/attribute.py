@@ -134,14 +134,13 @@ def run_attribute(args) -> int:
 def run_stats(args) -> int:
     """Compute and write DIR/attribution_stats.(parquet|csv), and print it."""
     # imported here, not at the top: `mechit --help` stays fast (no torch)
-    from pathlib import Path
-
     import pandas as pd
 
     from mechit.attribution.run_stats import read_run, run_stats
+    from mechit.outdir import check_out_dir
     from mechit.store import write_table
 
-    out = Path(args.dir)
+    out = check_out_dir(args.dir, create=False, option="DIR")  # the stats table is written into the run
     _, _, suffix = read_run(out)
     result = run_stats(out, args.base, args.tuned, n_boot=args.n_boot)
     path = write_table(result, out / f"attribution_stats{suffix}")

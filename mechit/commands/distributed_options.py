@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 
+from mechit.commands.args import positive_int
 from mechit.errors import InputError
 
 
@@ -31,9 +32,9 @@ def add_distributed_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                        help="run on Ray actors (pip install 'mechit[ray]'): a new local cluster, $RAY_ADDRESS, "
                             "or the cluster at ADDRESS")
-    group.add_argument("--workers", type=int, metavar="N",
+    group.add_argument("--workers", type=positive_int, metavar="N",
                        help="with --ray: N CPU workers (default: one per GPU of the cluster, else one per CPU)")
-    group.add_argument("--threads", type=int, default=1, metavar="N", help="with --ray: torch threads per worker")
+    group.add_argument("--threads", type=positive_int, default=1, metavar="N", help="with --ray: torch threads per worker")
 
 
 def distributed_runner(args: argparse.Namespace):

@@ -37,9 +37,10 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from mechit.errors import InputError
+from mechit.errors import InputError, first_line
 
 # what numpy's own pickles of an ndarray (protocols 2-5, numpy 1.x and 2.x) refer to
 ALLOWED_GLOBALS = frozenset({
@@ -102,7 +103,11 @@ def _checked(where: str, example_id: str, prompt, response, matrix: Tensor, kind
     if tuple(matrix.shape) != expected:
         raise InputError(f"{where}: the matrix has shape {tuple(matrix.shape)}; expected {expected} "
                          "(prompt tokens x response tokens)")
-    return ImportedResult(example_id, prompt, response, matrix.float(), kind, where)
+    matrix = matrix.float()
+    bad = int((~torch.isfinite(matrix)).sum())
+    if bad:  # NaN or inf would give a NaN or 0 score with status ok
+        raise InputError(f"{where}: the matrix holds {bad} NaN or infinite value(s); attributions must be finite")
+    return ImportedResult(example_id, prompt, response, matrix, kind, where)
 
 
 def _read_pickle(path: Path) -> ImportedResult:
@@ -116,19 +121,25 @@ def _read_pickle(path: Path) -> ImportedResult:
     if missing:
         raise InputError(f"{path}: the pickled dict lacks {', '.join(missing)} (expected ID, Input, Reference, "
                          "Output, Explain)")
-    matrix = torch.as_tensor(obj["Explain"].astype("float32") if hasattr(obj["Explain"], "astype") else obj["Explain"])
+    explain = obj["Explain"]
+    try:
+        matrix = torch.as_tensor(explain.astype("float32") if hasattr(explain, "astype") else explain)
+    except (TypeError, ValueError, RuntimeError) as error:  # text, None, ragged lists
+        raise InputError(f"{path}: field 'Explain' is not a matrix of numbers ({type(error).__name__}: "
+                         f"{first_line(error)})") from None
     return _checked(str(path), str(obj.get("ID", path.stem)), obj["Input"], obj["Output"], matrix, "levels")
 
 
 def _read_safetensors(path: Path) -> ImportedResult:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata, keys = handle.metadata() or {}, set(handle.keys())
-        kinds = sorted(keys & {"levels", "raw"})
-        if len(kinds) != 1:
-            raise InputError(f"{path}: holds {sorted(keys)}; expected exactly one of 'levels' or 'raw'")
-        matrix = handle.get_tensor(kinds[0])
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata, keys = handle.metadata() or {}, set(handle.keys())
+            kinds = sorted(keys & {"levels", "raw"})
+            if len(kinds) != 1:
+                raise InputError(f"{path}: holds {sorted(keys)}; expected exactly one of 'levels' or 'raw'")
+            matrix = handle.get_tensor(kinds[0])
+    except (SafetensorError, OSError) as error:  # garbage, cut short, a folder
+        raise InputError(f"{path}: not a readable safetensors file ({first_line(error)}; corrupt or truncated?)") from None
     try:
         prompt, response = (json.loads(metadata[k]) for k in ("prompt_tokens", "response_tokens"))
     except (KeyError, json.JSONDecodeError):

@@ -230,6 +230,8 @@ def read_jsonl(path: str | Path, *, span_units: str = "characters") -> list[Prom
             raise InputError(f"{source}: example {example_id!r}: field 'id' duplicates line {seen[example_id]}; ids must be unique")
         seen[example_id] = number
         where = f"{source}: example {example_id!r}"
+        if obj.get("group") == "":  # a CSV table reads "" back as missing: the group would differ between formats
+            raise InputError(f"{where}: field 'group' is empty; use null for no group")
         unknown = sorted(set(obj) - {"id", "prompt", "response", "instruction_spans", "group", "label"})
         spans, error = _spans(obj.get("instruction_spans"), where)
         if unknown:
@@ -319,7 +321,8 @@ def read_paper_tsv(path: str | Path, *, spans: str = "authors") -> list[PromptRe
             error = _utf8_error(where, named, utf8_problem)
         record = PromptRecord(
             id=example_id, prompt=prompt, response=response if response.strip() else None,
-            instruction_spans=marked, group=paper_group(example_id) if spans == "authors" else tsv_group(example_id),
+            instruction_spans=marked,  # an id such as "_1" has no group: None, as "" would read back from CSV
+            group=(paper_group(example_id) if spans == "authors" else tsv_group(example_id)) or None,
             label=None, source=source, error=error,
         )
         records.append(_with_check(record))

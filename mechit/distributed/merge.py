@@ -13,7 +13,6 @@ rows in the same order, and the same parquet bytes, as a single-process run's.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,7 @@ from mechit.attribution.dataset import (
 )
 from mechit.data.prompts import PromptRecord
 from mechit.errors import InputError
-from mechit.store import RecordStore, remove_stale_temporaries
+from mechit.store import Manifest, RecordStore, remove_stale_temporaries
 
 
 def read_manifest(out: str | Path) -> dict:
@@ -39,16 +38,21 @@ def read_manifest(out: str | Path) -> dict:
     path = Path(out) / MANIFEST
     if not path.is_file():
         raise InputError(f"{out}: no {MANIFEST}; start the run with `mechit attribute --out {out}` first")
-    return json.loads(path.read_text(encoding="utf-8"))["settings"]
+    settings = Manifest.load(path).settings
+    if not all(isinstance(settings.get(key), list) for key in ("models", "ids")):
+        raise InputError(f"{path}: its settings lack the lists 'models' and 'ids'; not a `mechit attribute` run, "
+                         "or a damaged one: rerun `mechit attribute` with the same arguments")
+    return settings
 
 
 def missing_records(store: RecordStore, specs: Sequence[str], ids: Sequence[str]) -> list[tuple[str, str]]:
-    """The (model, example id) pairs of the run that have no record yet, in table order.
+    """The (model, example id) pairs of the run that have no sound record yet (none, or one cut
+    short), in table order.
 
     >>> missing_records(RecordStore("empty"), ["base"], ["e1", "e2"])
     [('base', 'e1'), ('base', 'e2')]
     """
-    return [(spec, key) for spec in specs for key in ids if not store.done(spec, key)]
+    return [(spec, key) for spec in specs for key in ids if store.state(spec, key) != "done"]  # a cut record too
 
 
 def write_tables(out: str | Path, specs: Sequence[str], ids: Sequence[str], table_format: str) -> dict:

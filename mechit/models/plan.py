@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from mechit.arch.families import FAMILIES, GGUF_ARCHITECTURES, Family
-from mechit.errors import SpecError, first_line
+from mechit.errors import InputError, SpecError, first_line
 from mechit.runtime import free_memory
 
 GIB = 2**30
@@ -147,29 +147,52 @@ def _first(config: dict, *names, default=None):
     return default
 
 
+def _size(value) -> int:
+    """A config's size field as an int; ValueError for a bool, a fraction, inf or NaN (TypeError for None).
+
+    >>> _size(64), _size(64.0)
+    (64, 64)
+    >>> _size(2.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: 2.5 is not a whole number
+    """
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def _directory_plan(spec: str, directory: Path) -> ModelPlan:
     path = directory / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise SpecError(f"model spec {spec!r}: cannot read {path}: {first_line(error)}") from error
+    if not isinstance(config, dict) or not isinstance(config.get("text_config", {}), dict):
+        raise SpecError(f"model spec {spec!r}: {path} must hold a JSON object (a model config)")
     model_type = str(config.get("model_type", "")).removesuffix("_text")
     by_type = [arch for arch, fam in FAMILIES.items() if fam.name == model_type]
-    architecture = (config.get("architectures") or by_type or ["unknown"])[0]
+    named = config.get("architectures")
+    architecture = ([named] if isinstance(named, str) else named or by_type or ["unknown"])[0]
     config = {**config, **config.get("text_config", {})}  # multimodal configs nest the language model
     try:
-        d_model = int(_first(config, "hidden_size", "n_embd", "d_model"))
-        n_heads = int(_first(config, "num_attention_heads", "n_head"))
+        d_model = _size(_first(config, "hidden_size", "n_embd", "d_model"))
+        n_heads = _size(_first(config, "num_attention_heads", "n_head"))
         shape = dict(
-            n_layers=int(_first(config, "num_hidden_layers", "n_layer")), n_heads=n_heads,
-            n_key_value_heads=int(_first(config, "num_key_value_heads", default=n_heads)), d_model=d_model,
-            d_head=int(_first(config, "head_dim", default=d_model // n_heads)),
-            d_mlp=int(_first(config, "intermediate_size", "n_inner", default=4 * d_model)),
-            d_vocab=int(config["vocab_size"]),
+            n_layers=_size(_first(config, "num_hidden_layers", "n_layer")), n_heads=n_heads,
+            n_key_value_heads=_size(_first(config, "num_key_value_heads", default=n_heads)), d_model=d_model,
+            d_head=_size(_first(config, "head_dim", default=d_model // n_heads if n_heads > 0 else 0)),
+            d_mlp=_size(_first(config, "intermediate_size", "n_inner", default=4 * d_model)),
+            d_vocab=_size(config["vocab_size"]),
         )
     except (TypeError, KeyError, ValueError):
         raise SpecError(f"model spec {spec!r}: {path} lacks the shape fields (hidden_size, num_hidden_layers, "
-                        "num_attention_heads, vocab_size)") from None
+                        "num_attention_heads, vocab_size) as whole numbers") from None
+    wrong = [f"{name} {value}" for name, value in shape.items() if value < 1]
+    if wrong or shape["n_heads"] % shape["n_key_value_heads"]:  # InputError: loading must not go on without a plan
+        raise InputError(f"model spec {spec!r}: {path} gives impossible sizes ("
+                        + (", ".join(wrong) or f"{shape['n_heads']} heads over {shape['n_key_value_heads']} KV heads")
+                        + "); sizes must be positive and the KV heads must divide the heads")
     fam = FAMILIES.get(architecture, Family(architecture))
     counted = _safetensors_parameters(directory)
     own = _first(config, "torch_dtype", "dtype")

@@ -75,6 +75,7 @@ def _checkpoint_mismatches(base: Path, gpt2: Path, root: Path) -> dict:
         "other_arch_model": variant("other-arch", config=lambda c: json.loads((gpt2 / "config.json").read_text())),
         "many_layers_model": variant("many-layers", config=lambda c: {**c, "num_hidden_layers": 100000}),
         "fewer_layers_model": variant("fewer-layers", config=lambda c: {**c, "num_hidden_layers": 1}),
+        "negative_layers_model": variant("negative-layers", config=lambda c: {**c, "num_hidden_layers": -1}),
         "wider_mlp_model": variant("wider-mlp", config=lambda c: {**c, "intermediate_size": c["intermediate_size"] * 2}),
     }
 

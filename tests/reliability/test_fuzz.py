@@ -9,15 +9,20 @@ Every outcome must be one of
 - ``refused``: exit 2 with exactly one ``error:`` line (a MechitError);
 - ``refused by argparse``: ``SystemExit(2)`` with exactly one ``error:`` line;
 
-never another exception, a traceback or a second error line. The model is loaded once
-(the loader is replaced by the session's tiny Llama), most examples are refused at the
-door, and generated responses are one token long, so 1,500 examples take about a
-minute. The outcome counts are printed (``-s``) and docs/reliability.md records them.
+never another exception, a traceback or a second error line. Examples are cheap without
+narrowing what they reach: the model is loaded once (the loader is replaced by the
+session's tiny Llama), the argument parser is built once (``mechit.cli.build_parser``,
+two thirds of an example's time when rebuilt for each; ``main`` still parses every
+``argv`` with it), prompt files hold at most three lines, and generated responses are one
+token long. The outcome counts, with every distinct error kind (a message with its file,
+ids, quoted values and numbers blanked), are printed (``-s``) and written to
+``fuzz_outcomes.json`` in the test's tmp dir; docs/reliability.md records them.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import re
 import shutil
@@ -28,9 +33,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mechit.cli
 from mechit.cli import main
 
-MAX_EXAMPLES = 1500
+MAX_EXAMPLES = 3000
 NASTY = ["\\ud800", "\\udc00x", "Infinity", "-Infinity", "NaN", "1e400", "-1e400", "9" * 5000, "[" * 5000,
          "]" * 3, "{", "}", '"', "\\", "\x00", "\n", "\t", "/n", "/t", "&&&", "|||", "null", "true", "-0", "1.5",
          '"id": "a"', '"prompt": ""', '"response": null', '"instruction_spans": [[0, 3]]', '"label": "yes"',
@@ -48,6 +54,17 @@ OPTIONS = {  # flag -> values to draw from (a few valid, most not)
 }
 UNEXPECTED = re.compile(r"\b[A-Z]\w*(Error|Exception): ")  # how a failed example records a bug, not a MechitError
 HEADER = "ID\tPrompt\tResponse\tInstruct&Context"
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")  # a repr'd value, as messages quote them
+
+
+def error_kind(message: str) -> str:
+    """The kind of an error message: file paths, ids, quoted values and numbers blanked.
+
+    ``/tmp/x/prompts.jsonl:3: example 'a': field 'prompt' is empty`` is of the kind
+    ``F:N: example '…': field '…' is empty``.
+    """
+    message = re.sub(r"\S*/(?:prompts\.(?:jsonl|tsv)|out)\b", "F", message)
+    return re.sub(r"\d+(?:\.\d+)?", "N", QUOTED.sub("'…'", message))
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=24)
 short_words = st.sampled_from(["Say hi.", "Translate: the cat", "Summarize this text about dog", "yes/no?",
@@ -106,18 +123,22 @@ options = st.lists(st.sampled_from(list(OPTIONS)), max_size=3, unique=True).flat
     lambda flags: st.tuples(*[st.tuples(st.just(f), st.sampled_from(OPTIONS[f])) for f in flags]))
 
 
-def _outcome(argv: list[str], out: Path, capsys) -> str:
+def _outcome(argv: list[str], out: Path, capsys, kinds: collections.Counter) -> str:
+    """The outcome of one run of ``argv`` (see the module docstring); its error kinds are counted in ``kinds``."""
     try:
         code = main(argv)
     except SystemExit as exit_:
         err = capsys.readouterr().err
-        assert exit_.code == 2 and len([x for x in err.splitlines() if "error:" in x]) == 1, err
+        lines = [x for x in err.splitlines() if "error:" in x]
+        assert exit_.code == 2 and len(lines) == 1, err
+        kinds["argparse: " + error_kind(lines[0].split("error: ", 1)[1])] += 1
         return "refused by argparse"
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     if code == 2:
         lines = [x for x in err.splitlines() if "error:" in x]
         assert len(lines) == 1, err
+        kinds["refused: " + error_kind(lines[0].split("error: ", 1)[1])] += 1
         return "refused"
     assert code in (0, 1), (code, err)
     (table,) = [p for p in out.glob("attribution_examples.*")]
@@ -127,14 +148,17 @@ def _outcome(argv: list[str], out: Path, capsys) -> str:
     assert (code == 1) == bool(errors), (code, errors)
     for error in errors:  # one line each, and a MechitError's message, not a bug's
         assert "\n" not in error and not UNEXPECTED.search(error), error
+        kinds["example failed: " + error_kind(error)] += 1
     return "examples failed" if errors else "ok"
 
 
-def test_fuzz_attribute_door(tiny_llama, tiny_llama_dir, monkeypatch, capsys):
+def test_fuzz_attribute_door(tiny_llama, tiny_llama_dir, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr("mechit.models.load_model", lambda spec, **kwargs: tiny_llama)
+    monkeypatch.setattr(mechit.cli, "build_parser", functools.cache(mechit.cli.build_parser))
     # the session's model is never released, so the run's gc.collect() (0.8 s in a test process) frees nothing
     monkeypatch.setattr("mechit.attribution.dataset.gc.collect", lambda: 0)
     counts: collections.Counter = collections.Counter()
+    kinds: collections.Counter = collections.Counter()
 
     @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
@@ -147,12 +171,18 @@ def test_fuzz_attribute_door(tiny_llama, tiny_llama_dir, monkeypatch, capsys):
             path.write_bytes(data)
             argv = ["attribute", "--model", str(tiny_llama_dir), "--prompts", str(path), "--out", str(out),
                     "--max-new-tokens", "1", *[x for pair in chosen for x in pair]]
-            counts[_outcome(argv, out, capsys)] += 1
+            counts[_outcome(argv, out, capsys, kinds)] += 1
         finally:
             shutil.rmtree(root)
 
     one()
+    report = {"examples": sum(counts.values()), "outcomes": dict(sorted(counts.items())),
+              "error_kinds": dict(kinds.most_common())}
+    (tmp_path / "fuzz_outcomes.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     with capsys.disabled():
-        print(f"\nfuzz: {sum(counts.values())} examples: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"\nfuzz: {report['examples']} examples: " + ", ".join(f"{k} {v}" for k, v in report["outcomes"].items())
+              + f"; {len(kinds)} distinct error kinds; counts in {tmp_path / 'fuzz_outcomes.json'}")
+        for kind, n in kinds.most_common():
+            print(f"  {n:5d}  {kind}")
     assert sum(counts.values()) == MAX_EXAMPLES
     assert counts["ok"] and counts["examples failed"] and counts["refused"] and counts["refused by argparse"], counts
