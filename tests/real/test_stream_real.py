@@ -8,16 +8,15 @@ from __future__ import annotations
 from dataclasses import fields
 
 import pytest
-import torch
 from pandas.testing import assert_frame_equal
 
-from mechit.arch import weights as views
 from mechit.data.wordlists import frequent_words
 from mechit.ffn.concepts import ffn_concepts
 from mechit.ffn.neurons import neuron_tokens
 from mechit.ffn.rotation import ffn_rotation
 from mechit.heads.pairs import head_pairs
 from mechit.models import ModelPair, open_streamed
+from weight_views import assert_weight_views_equal
 
 LAYERS = [0, 17, 29]
 WORDS = frequent_words(400)
@@ -30,13 +29,7 @@ def streamed(smollm2_path):
 
 def test_weight_views_equal_loaded(streamed, smollm2):
     assert not streamed.has("W_U")  # no output.weight in the file: tied embeddings, as transformers loads it
-    for layer in LAYERS:
-        for view in (views.qk_weights, views.ov_weights, views.mlp_in_weights):
-            for got, want in zip(view(streamed, layer), view(smollm2, layer)):
-                assert torch.equal(got, want), (view.__name__, layer)
-        assert torch.equal(views.mlp_out_weights(streamed, layer), views.mlp_out_weights(smollm2, layer))
-    assert torch.equal(views.unembedding(streamed), views.unembedding(smollm2))
-    assert torch.equal(views.input_embedding(streamed), views.input_embedding(smollm2))
+    assert_weight_views_equal(streamed, smollm2, LAYERS)
 
 
 @pytest.mark.parametrize("method", ["qk-dims", "qk", "ov"])

@@ -8,7 +8,6 @@ from dataclasses import fields
 
 import pandas as pd
 import pytest
-import torch
 from pandas.testing import assert_frame_equal
 
 import mechit.arch.stream as stream_module
@@ -21,6 +20,7 @@ from mechit.ffn.neurons import neuron_tokens
 from mechit.ffn.rotation import ffn_rotation
 from mechit.heads.pairs import head_pairs
 from mechit.models import ModelPair, fits_in_memory, load_model, load_pair, open_for_weights, open_streamed
+from weight_views import assert_weight_views_equal
 
 LAYERS = [0, 5]
 
@@ -59,13 +59,7 @@ def test_gemma3_views_equal_loaded(tiny_gemma_dir, tiny_gemma):
     """Gemma 3: sandwich norms, QK norms, the 1 + w scale and tied embeddings, read by name."""
     streamed = open_streamed(tiny_gemma_dir, device="cpu")
     assert not streamed.has("W_U")  # tied: the unembedding is the input embedding
-    for layer in range(tiny_gemma.cfg.n_layers):
-        for view in (views.qk_weights, views.ov_weights, views.mlp_in_weights):
-            for got, want in zip(view(streamed, layer), view(tiny_gemma, layer)):
-                assert torch.equal(got, want), (view.__name__, layer)
-        assert torch.equal(views.mlp_out_weights(streamed, layer), views.mlp_out_weights(tiny_gemma, layer))
-    assert torch.equal(views.unembedding(streamed), views.unembedding(tiny_gemma))
-    assert torch.equal(views.input_embedding(streamed), views.input_embedding(tiny_gemma))
+    assert_weight_views_equal(streamed, tiny_gemma, range(tiny_gemma.cfg.n_layers))
 
 
 def test_reads_are_lazy_and_per_layer(monkeypatch):
