@@ -101,3 +101,15 @@ class Context:
     advance: Callable[[float], None] = field(default=lambda units: None)
     progress: bool = True
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def run_threads(model, threads: int | None, default: int) -> int:
+    """Torch threads for a run: ``threads`` if given, 1 for a small model, else ``default``.
+
+    >>> run_threads(model, None, default=8), run_threads(model, 3, default=8)
+    (1, 3)
+    """
+    if threads is not None:
+        return threads
+    n_parameters = sum(p.numel() for p in model.parameters())
+    return 1 if n_parameters < SMALL_MODEL_PARAMETERS else default

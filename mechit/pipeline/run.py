@@ -35,7 +35,7 @@ from __future__ import annotations
 import errno
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -47,13 +47,14 @@ from mechit.models import load_pair, weights_fingerprint
 from mechit.outdir import check_out_dir, disk_full_error
 from mechit.pipeline.checks import check_specs, load_records, parse_only
 from mechit.pipeline.context import (
-    SMALL_MODEL_PARAMETERS,
     STAGES,
     Context,
     Options,
+    run_threads,
     sha256,
 )
 from mechit.pipeline.progress import Progress
+from mechit.pipeline.prompt_work import PromptJob
 from mechit.pipeline.stages import STAGE_RUNNERS, stage_plan
 from mechit.pipeline.summary import build_summary
 from mechit.store import (
@@ -82,6 +83,7 @@ def compare(
     progress: bool = True,
     report: bool = True,
     trust_remote_code: bool = False,
+    per_prompt: Callable[[PromptJob], int] | None = None,
     **loading,
 ) -> Path:
     """Run the stages on a base/tuned pair and write tables, ``summary.json`` and ``report.html``.
@@ -92,6 +94,11 @@ def compare(
     (default: the organism's held-out prompts, or the built-in English set for other
     pairs). Cheap checks (specs, prompt file, output directory, free space) run before any
     model is loaded. Returns the path of the report (or of ``DIR`` with ``report=False``).
+
+    ``per_prompt``: a runner of the per-prompt work elsewhere (``--shard I/N``, ``--ray``:
+    :mod:`mechit.distributed.jobs`), called with a :class:`mechit.pipeline.prompt_work.PromptJob`
+    first; it returns how many examples still miss records (in other shards), and while any
+    do, ``compare`` returns ``DIR`` at once; else the comparison goes on and finds every record.
 
     >>> compare(out="runs/organism", only="heads")                  # doctest: +SKIP
     PosixPath('runs/organism/report.html')
@@ -118,10 +125,13 @@ def compare(
     bar = Progress(enabled=progress)
     try:
         torch.manual_seed(options.seed)
+        if per_prompt is not None and _pending_elsewhere(per_prompt, manifest, records, todo, options, organism,
+                                                          trust_remote_code=trust_remote_code, **loading):
+            return out
         bar.stage("load")
         pair = load_pair(None if organism else base_spec, None if organism else tuned_spec,
                          trust_remote_code=trust_remote_code, **loading)
-        torch.set_num_threads(_run_threads(pair.base, options.threads, threads_before))
+        torch.set_num_threads(run_threads(pair.base, options.threads, threads_before))
         cfg = pair.base.cfg
         bar.start([w for stage in todo for w in stage_plan(stage, len(records), cfg.n_layers, cfg.n_heads)] + [1])
         # the tables of stages an earlier run finished, read once for later stages, the summary and the report
@@ -150,6 +160,16 @@ def compare(
         bar.close()
         torch.set_num_threads(threads_before)
     return out
+
+
+def _pending_elsewhere(per_prompt: Callable[[PromptJob], int], manifest: Manifest, records: list[dict],
+                       todo: Sequence[str], options: Options, organism: bool, **loading) -> int:
+    """Hand the per-prompt work of the stages ``todo`` to ``per_prompt``; return how many
+    examples still miss records. The manifest is saved first, so every shard or worker checks
+    the same settings."""
+    manifest.save()
+    specs = {"base": manifest.settings["base"], "tuned": manifest.settings["tuned"]}
+    return per_prompt(PromptJob(manifest.path.parent, specs, organism, loading, records, list(todo), options))
 
 
 def check_stage_inputs(todo: Sequence[str], manifest: Manifest, options: Options) -> None:
@@ -182,15 +202,3 @@ def _run_stage(stage: str, ctx: Context, manifest: Manifest) -> dict[str, pd.Dat
             raise disk_full_error(getattr(error, "filename", None) or ctx.out, list(manifest.finished)) from error
         raise
     return tables
-
-
-def _run_threads(model, threads: int | None, default: int) -> int:
-    """Torch threads for the run: ``threads`` if given, 1 for a small model, else ``default``.
-
-    >>> _run_threads(model, None, default=8), _run_threads(model, 3, default=8)
-    (1, 3)
-    """
-    if threads is not None:
-        return threads
-    n_parameters = sum(p.numel() for p in model.parameters())
-    return 1 if n_parameters < SMALL_MODEL_PARAMETERS else default
