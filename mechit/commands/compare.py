@@ -12,7 +12,10 @@ from __future__ import annotations
 import sys
 
 from mechit.commands.args import add_loading_options, loading_kwargs, positive_int
-from mechit.commands.distributed_options import add_distributed_options, per_prompt_runner
+from mechit.commands.distributed_options import (
+    add_distributed_options,
+    per_prompt_runner,
+)
 from mechit.data.wordlists import PAPER_VOCABULARY
 
 

@@ -16,6 +16,8 @@ it in atomic records (``mechit compare``'s :class:`mechit.pipeline.prompt_work.P
 examples of the run still miss records; at 0 the caller goes on to build the tables in
 process (the comparison finds every record done).
 
+>>> from pathlib import Path
+>>> from mechit.data.prompts import PromptRecord
 >>> class Count:                     # a toy job: an example is done once it is counted
 ...     out, examples, response_tokens, done = Path("run"), [PromptRecord(f"e{k}", "a b", "c") for k in range(4)], None, set()
 ...     def missing(self, r): return r.id not in self.done
@@ -29,11 +31,9 @@ process (the comparison finds every record done).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from mechit.data.prompts import PromptRecord
 from mechit.distributed.lock import run_lock
 from mechit.distributed.ray_runner import import_ray, run_tasks_on_ray
 from mechit.distributed.shards import longest_first, shard_records
@@ -43,6 +43,7 @@ from mechit.store import remove_stale_temporaries
 def pending(job) -> int:
     """How many examples of ``job`` still miss some record.
 
+    >>> from mechit.data.prompts import PromptRecord
     >>> class Half:
     ...     examples = [PromptRecord(f"e{k}", "a", "b") for k in range(4)]
     ...     def missing(self, r): return r.id in ("e1", "e3")

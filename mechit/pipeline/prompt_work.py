@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,13 +37,15 @@ from mechit.attribution.ablation import COLUMNS as ABLATION_COLUMNS
 from mechit.attribution.ablation import ablate_prompts
 from mechit.attribution.dataset import _one, open_run_manifest, record_inputs
 from mechit.data.prompts import PromptRecord
+from mechit.errors import InputError
 from mechit.heads.attention import COLUMNS as ATTENTION_COLUMNS
 from mechit.heads.attention import instruction_attention
 from mechit.models import ModelPair, load_pair, tag_model, weights_fingerprint
 from mechit.pipeline.context import Options, run_threads
-from mechit.store import RecordStore
+from mechit.store import RecordStore, write_json
 
 PER_PROMPT_STAGES = ("attribution", "faithfulness", "heads")
+ARGUMENTS = "compare_run.json"
 
 
 def attention_store(out: str | Path) -> RecordStore:
@@ -117,6 +120,39 @@ def ablation_frame(store: RecordStore, name: str, records: list[PromptRecord]) -
     return pd.DataFrame(rows, columns=["id", "group", "error", *ABLATION_COLUMNS])
 
 
+def save_arguments(out: str | Path, arguments: dict) -> Path:
+    """Write the arguments of :func:`mechit.pipeline.run.compare` (``DIR/compare_run.json``;
+    the prompt file as an absolute path, the options as a dict) for a later ``mechit merge DIR``.
+
+    >>> from mechit.pipeline.context import Options
+    >>> _ = save_arguments("run", {"base": None, "prompts": "p.jsonl", "options": Options(seed=3)})
+    >>> read_arguments("run")["options"].seed, Path(read_arguments("run")["prompts"]).is_absolute()
+    (3, True)
+    """
+    stored = {**arguments, "options": dataclasses.asdict(arguments["options"])}
+    if stored.get("prompts") is not None:
+        stored["prompts"] = str(Path(stored["prompts"]).resolve())
+    if isinstance(stored.get("dtype"), torch.dtype):
+        stored["dtype"] = str(stored["dtype"]).removeprefix("torch.")
+    return write_json(Path(out) / ARGUMENTS, stored)
+
+
+def read_arguments(out: str | Path) -> dict:
+    """The arguments :func:`save_arguments` wrote in ``out``, options as :class:`Options`.
+
+    >>> read_arguments("nowhere")
+    Traceback (most recent call last):
+    ...
+    mechit.errors.InputError: nowhere: no compare_run.json, the arguments a sharded or Ray `mechit compare` leaves; finish a run started without --shard or --ray by rerunning the same `mechit compare`
+    """
+    path = Path(out) / ARGUMENTS
+    if not path.is_file():
+        raise InputError(f"{out}: no {ARGUMENTS}, the arguments a sharded or Ray `mechit compare` leaves; finish a "
+                         "run started without --shard or --ray by rerunning the same `mechit compare`")
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return {**stored, "options": Options(**stored["options"])}
+
+
 def prompt_records(records: list[dict]) -> list[PromptRecord]:
     """:class:`mechit.data.prompts.PromptRecord` objects from prompt dicts (the JSONL schema).
 
@@ -164,13 +200,12 @@ class PromptJob:
     writes their records (those a single-process ``compare`` writes). Picklable: a Ray actor
     builds its copy with :meth:`loaded`, which loads the pair once.
 
-    ``specs``: {"base": spec, "tuned": spec}; ``organism``: load the embedded pair;
-    ``loading``: the keyword arguments of :func:`mechit.models.load_pair`; ``records``: the
+    ``specs``: {"base": spec, "tuned": spec}; ``loading``: the keyword arguments of :func:`mechit.models.load_pair`; ``records``: the
     prompt dicts of the run; ``options``: a :class:`mechit.pipeline.context.Options`.
 
     >>> from mechit.organism import held_out_prompts
     >>> from mechit.pipeline.context import Options
-    >>> job = PromptJob("run", {"base": "organism-base", "tuned": "organism-tuned"}, True, {},
+    >>> job = PromptJob("run", {"base": "organism-base", "tuned": "organism-tuned"}, {},
     ...                 held_out_prompts()[:2], ["heads"], Options()).loaded()
     >>> job.missing(job.examples[0])
     True
@@ -182,7 +217,6 @@ class PromptJob:
 
     out: str | Path
     specs: dict[str, str]
-    organism: bool
     loading: dict
     records: list[dict]
     stages: list[str]
@@ -212,8 +246,7 @@ class PromptJob:
         ``compare`` sets them (:func:`mechit.pipeline.context.run_threads`), and the attribution
         manifest written or checked (as :func:`mechit.attribution.attribute_dataset` does)."""
         if self.pair is None:
-            self.pair = pair or load_pair(None if self.organism else self.specs["base"],
-                                          None if self.organism else self.specs["tuned"], **self.loading)
+            self.pair = pair or load_pair(self.specs["base"], self.specs["tuned"], **self.loading)
             # the thread count of a single-process compare: the products' rounding depends on it
             torch.set_num_threads(run_threads(self.pair.base, self.options.threads, torch.get_num_threads()))
         if "attribution" in self.stages:

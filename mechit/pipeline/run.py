@@ -54,7 +54,7 @@ from mechit.pipeline.context import (
     sha256,
 )
 from mechit.pipeline.progress import Progress
-from mechit.pipeline.prompt_work import PromptJob
+from mechit.pipeline.prompt_work import PromptJob, save_arguments
 from mechit.pipeline.stages import STAGE_RUNNERS, stage_plan
 from mechit.pipeline.summary import build_summary
 from mechit.store import (
@@ -125,8 +125,9 @@ def compare(
     bar = Progress(enabled=progress)
     try:
         torch.manual_seed(options.seed)
-        if per_prompt is not None and _pending_elsewhere(per_prompt, manifest, records, todo, options, organism,
-                                                          trust_remote_code=trust_remote_code, **loading):
+        arguments = {"base": base, "tuned": tuned, "prompts": prompts, "only": stages, "options": options,
+                     "report": report, "trust_remote_code": trust_remote_code, **loading}
+        if per_prompt is not None and _pending_elsewhere(per_prompt, manifest, records, todo, arguments):
             return out
         bar.stage("load")
         pair = load_pair(None if organism else base_spec, None if organism else tuned_spec,
@@ -163,13 +164,17 @@ def compare(
 
 
 def _pending_elsewhere(per_prompt: Callable[[PromptJob], int], manifest: Manifest, records: list[dict],
-                       todo: Sequence[str], options: Options, organism: bool, **loading) -> int:
+                       todo: Sequence[str], arguments: dict) -> int:
     """Hand the per-prompt work of the stages ``todo`` to ``per_prompt``; return how many
     examples still miss records. The manifest is saved first, so every shard or worker checks
-    the same settings."""
+    the same settings, and the arguments (:func:`mechit.pipeline.prompt_work.save_arguments`),
+    so ``mechit merge DIR`` can finish the run."""
     manifest.save()
+    out = manifest.path.parent
+    save_arguments(out, arguments)
     specs = {"base": manifest.settings["base"], "tuned": manifest.settings["tuned"]}
-    return per_prompt(PromptJob(manifest.path.parent, specs, organism, loading, records, list(todo), options))
+    loading = {k: v for k, v in arguments.items() if k not in ("base", "tuned", "prompts", "only", "options", "report")}
+    return per_prompt(PromptJob(out, specs, loading, records, list(todo), arguments["options"]))
 
 
 def check_stage_inputs(todo: Sequence[str], manifest: Manifest, options: Options) -> None:
