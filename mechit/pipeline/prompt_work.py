@@ -101,8 +101,8 @@ def ablate_example(store: RecordStore, name: str, model, record: PromptRecord, *
     >>> r = held_out_prompts()[0]
     >>> ablate_example(ablation_store("run"), "tuned", model, PromptRecord(r["id"], r["prompt"], r["response"],
     ...                tuple(map(tuple, r["instruction_spans"])), r["group"]), how="remove", chat=True)
-    >>> [row["part"] for row in ablation_store("run").read("tuned", r["id"])["rows"]]
-    ['instruction', 'context']
+    >>> sorted({row["part"] for row in ablation_store("run").read("tuned", r["id"])["rows"]})
+    ['context', 'instruction']
     """
     if not store.done(name, record.id):
         frame = ablate_prompts(model, [record], how=how, chat_template=chat, progress=False)
@@ -156,7 +156,7 @@ def read_arguments(out: str | Path) -> dict:
 def prompt_records(records: list[dict]) -> list[PromptRecord]:
     """:class:`mechit.data.prompts.PromptRecord` objects from prompt dicts (the JSONL schema).
 
-    >>> prompt_records([{"id": "a", "prompt": "Say hi", "instruction_spans": [[0, 3]]}])[0].instruction_spans
+    >>> prompt_records([{"id": "a", "prompt": "Say hi", "response": None, "instruction_spans": [[0, 3]]}])[0].instruction_spans
     ((0, 3),)
     """
     fields = ("id", "prompt", "response", "group", "label", "source", "error")
