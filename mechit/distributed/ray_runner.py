@@ -1,8 +1,11 @@
 """``--ray [ADDRESS]``: a dataset attribution run on Ray actors, merged into the single-process tables.
 
-The driver starts ``workers`` actors (:class:`AttributionWorker`): one per GPU of the
-cluster, or ``--workers N`` CPU actors of ``threads`` threads each. It submits one task
-per (model, example) to a :class:`ray.util.ActorPool`, models in order and the longest
+:func:`run_tasks_on_ray` is the one Ray loop (also behind ``mechit compare --ray``,
+:mod:`mechit.distributed.jobs`): the driver starts ``workers`` actors (:class:`RayWorker`):
+one per GPU of the cluster, or ``--workers N`` CPU actors of ``threads`` threads each;
+each builds its work once and runs the tasks handed to it from a :class:`ray.util.ActorPool`.
+For ``mechit attribute`` (:func:`run_on_ray`) the work is an :class:`AttributionWorker` and
+there is one task per (model, example), models in order and the longest
 examples first, so each actor pulls the next example when it is free and a long prompt
 never leaves the others idle. Each actor loads a model once (and the next model when the
 queue reaches it), writes each example's atomic record itself, and returns its id; the
