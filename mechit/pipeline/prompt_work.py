@@ -200,8 +200,9 @@ class PromptJob:
     writes their records (those a single-process ``compare`` writes). Picklable: a Ray actor
     builds its copy with :meth:`loaded`, which loads the pair once.
 
-    ``specs``: {"base": spec, "tuned": spec}; ``loading``: the keyword arguments of :func:`mechit.models.load_pair`; ``records``: the
-    prompt dicts of the run; ``options``: a :class:`mechit.pipeline.context.Options`.
+    ``specs``: {"base": spec, "tuned": spec}; ``loading``: the keyword arguments of
+    :func:`mechit.models.load_pair`; ``records``: the prompt dicts of the run; ``stages``: the
+    stages to run (those without per-prompt work are left out); ``options``: an :class:`Options`.
 
     >>> from mechit.organism import held_out_prompts
     >>> from mechit.pipeline.context import Options
@@ -241,12 +242,12 @@ class PromptJob:
         """The response length a split assumes for every example when responses are generated, else None."""
         return self.options.max_new_tokens if self.options.response == "generate" else None
 
-    def loaded(self, pair: ModelPair | None = None) -> PromptJob:
-        """This job with the pair loaded (or ``pair``, already loaded), torch's threads set as
+    def loaded(self) -> PromptJob:
+        """This job with the pair loaded, torch's threads set as
         ``compare`` sets them (:func:`mechit.pipeline.context.run_threads`), and the attribution
         manifest written or checked (as :func:`mechit.attribution.attribute_dataset` does)."""
         if self.pair is None:
-            self.pair = pair or load_pair(self.specs["base"], self.specs["tuned"], **self.loading)
+            self.pair = load_pair(self.specs["base"], self.specs["tuned"], **self.loading)
             # the thread count of a single-process compare: the products' rounding depends on it
             torch.set_num_threads(run_threads(self.pair.base, self.options.threads, torch.get_num_threads()))
         if "attribution" in self.stages:
