@@ -78,11 +78,13 @@ def per_prompt_runner(args: argparse.Namespace):
     """
     from mechit.distributed import parse_shard
     from mechit.distributed.jobs import run_job_on_ray, run_job_shard
+    from mechit.distributed.ray_runner import import_ray
 
     _check_together(args)
     if args.shard is not None:
         return functools.partial(run_job_shard, shard=parse_shard(args.shard))
     if args.ray is not None:
+        import_ray()  # without Ray: the one-line error before the comparison writes anything
         return functools.partial(run_job_on_ray, address=None if args.ray == "auto" else args.ray,
                                  workers=args.workers, threads=args.threads)
     return None
