@@ -162,7 +162,9 @@ def run_tasks_on_ray(
     restarts of a dead actor and reruns of its task. ``make`` runs in the actors, so it must
     pickle (a module-level function, a ``functools.partial`` of one, a bound method of a
     picklable object). Each actor holds :data:`IN_FLIGHT` tasks, so it starts the next one
-    without waiting for a round trip to the driver. The driver shows one progress bar.
+    without waiting for a round trip to the driver. The driver shows one progress bar. A
+    task that raises a :class:`mechit.errors.MechitError` stops the run with that error, as
+    in one process.
 
     >>> run_tasks_on_ray([(spec, record, None)], functools.partial(AttributionWorker, "runs/attr", load_model,
     ...                  {}, "reference"), workers=2)                                   # doctest: +SKIP
@@ -189,7 +191,12 @@ def run_tasks_on_ray(
         bar = tqdm(total=len(tasks), desc=f"{desc} on {len(actors)} Ray workers", unit="ex",
                    file=sys.stderr, disable=not progress)
         while pool.has_next():
-            pool.get_next_unordered()
+            try:
+                pool.get_next_unordered()
+            except ray.exceptions.RayTaskError as error:  # a task's own error: as in one process, one line
+                if isinstance(error.cause, MechitError):
+                    raise error.cause from None
+                raise
             bar.update()
         bar.close()
     finally:

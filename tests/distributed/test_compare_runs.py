@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ import torch
 
 from mechit.cli import main
 from mechit.distributed.jobs import run_job_on_ray, run_job_shard
+from mechit.distributed.ray_runner import run_tasks_on_ray
+from mechit.errors import InputError
 from mechit.heads.attention import instruction_attention
 from mechit.models import load_pair
 from mechit.organism import held_out_prompts
@@ -90,6 +93,15 @@ def test_two_shards_then_finished_identical_to_one_process(prompts, reference, t
     assert per_prompt_files(out) == reference
 
 
+def refuse(value):
+    raise InputError(f"example {value}: refused")
+
+
+def make_refusing_work():
+    """The work of an actor whose every task raises a MechitError."""
+    return refuse
+
+
 def test_two_ray_workers_identical_to_one_process(prompts, reference, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
@@ -97,6 +109,10 @@ def test_two_ray_workers_identical_to_one_process(prompts, reference, tmp_path):
         out = tmp_path / "ray"
         compare(prompts=prompts, out=out, only=ONLY, options=Options(response="reference"), progress=False,
                 report=False, per_prompt=functools.partial(run_job_on_ray, workers=2, progress=False))
+        # a task's own error reaches the driver as it is, not wrapped in Ray's traceback
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        with pytest.raises(InputError, match=r"^example 7: refused$"):
+            run_tasks_on_ray([(7,)], make_refusing_work, workers=1, progress=False)
     finally:
         ray.shutdown()
     assert per_prompt_files(out) == reference
