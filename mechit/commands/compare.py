@@ -4,6 +4,8 @@
     mechit compare --base BASE --tuned TUNED --out runs/pair
     mechit compare --out runs/pair --only heads,ffn  # some stages; a rerun skips finished ones
     mechit compare --paper-results OUT               # with the paper's Tables 1-2 from `mechit attribute-import OUT`
+    mechit compare --out runs/pair --shard 0/4       # a share of the per-prompt work (docs/distributed.md)
+    mechit compare --out runs/pair --ray --workers 2 # the per-prompt work on Ray actors
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import sys
 
 from mechit.commands.args import add_loading_options, loading_kwargs, positive_int
+from mechit.commands.distributed_options import (
+    add_distributed_options,
+    per_prompt_runner,
+)
 from mechit.data.wordlists import PAPER_VOCABULARY
 
 
@@ -47,6 +53,7 @@ def register(subparsers) -> None:
                         "statistics become the report's section on the paper's Tables 1-2")
     p.add_argument("--no-report", action="store_true", help="write tables and summary.json only")
     add_loading_options(p)
+    add_distributed_options(p)
     p.set_defaults(run=run)
 
 
@@ -57,7 +64,17 @@ def run(args) -> int:
 
     options = Options(max_new_tokens=args.max_new_tokens, n_words=args.words, response=args.response,
                       ablation=args.ablation, labeller=args.labeller)
+    runner, pending = per_prompt_runner(args), []
+
+    def per_prompt(job) -> int:
+        pending.append(runner(job))
+        return pending[-1]
+
     path = compare(args.base, args.tuned, prompts=args.prompts, out=args.out, only=args.only, options=options,
-                   report=not args.no_report, paper_results=args.paper_results, **loading_kwargs(args))
+                   report=not args.no_report, paper_results=args.paper_results, per_prompt=per_prompt if runner else None, **loading_kwargs(args))
+    if pending and pending[-1]:
+        print(f"compare: {pending[-1]} examples still miss per-prompt records (other shards); the last shard "
+              f"to finish builds the tables and the report in {path}", file=sys.stderr)
+        return 0
     print(f"report: {path}" if path.suffix == ".html" else f"tables: {path}", file=sys.stdout)
     return 0

@@ -101,3 +101,15 @@ class Context:
     advance: Callable[[float], None] = field(default=lambda units: None)
     progress: bool = True
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def run_threads(n_parameters: int, threads: int | None, default: int) -> int:
+    """Torch threads for a run: ``threads`` if given, 1 for a model of fewer than
+    :data:`SMALL_MODEL_PARAMETERS` parameters, else ``default``.
+
+    >>> run_threads(2_000_000, None, default=8), run_threads(2_000_000, 3, default=8)
+    (1, 3)
+    """
+    if threads is not None:
+        return threads
+    return 1 if n_parameters < SMALL_MODEL_PARAMETERS else default

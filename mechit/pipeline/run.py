@@ -35,7 +35,7 @@ from __future__ import annotations
 import errno
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,13 +48,14 @@ from mechit.models import ModelPair, open_pair, weights_fingerprint
 from mechit.outdir import check_out_dir, disk_full_error
 from mechit.pipeline.checks import check_specs, load_records, parse_only
 from mechit.pipeline.context import (
-    SMALL_MODEL_PARAMETERS,
     STAGES,
     Context,
     Options,
+    run_threads,
     sha256,
 )
 from mechit.pipeline.progress import Progress
+from mechit.pipeline.prompt_work import PromptJob, save_arguments
 from mechit.pipeline.stages import STAGE_RUNNERS, stage_plan
 from mechit.pipeline.summary import build_summary
 from mechit.store import (
@@ -85,6 +86,7 @@ def compare(
     report: bool = True,
     trust_remote_code: bool = False,
     paper_results: str | Path | None = None,
+    per_prompt: Callable[[PromptJob], int] | None = None,
     **loading,
 ) -> Path:
     """Run the stages on a base/tuned pair and write tables, ``summary.json`` and ``report.html``.
@@ -98,6 +100,11 @@ def compare(
     and the report's section on the paper's Tables 1–2 (:mod:`mechit.views.paper`). Cheap
     checks (specs, prompt file, output directory, free space, the ``paper_results`` run) run
     before any model is loaded. Returns the path of the report (or of ``DIR`` with ``report=False``).
+
+    ``per_prompt``: a runner of the per-prompt work elsewhere (``--shard I/N``, ``--ray``:
+    :mod:`mechit.distributed.jobs`), called with a :class:`mechit.pipeline.prompt_work.PromptJob`
+    first; it returns how many examples still miss records (in other shards), and while any
+    do, ``compare`` returns ``DIR`` at once; else the comparison goes on and finds every record.
 
     >>> compare(out="runs/organism", only="heads")                  # doctest: +SKIP
     PosixPath('runs/organism/report.html')
@@ -126,9 +133,13 @@ def compare(
     bar = Progress(enabled=progress)
     try:
         torch.manual_seed(options.seed)
+        arguments = {"base": base, "tuned": tuned, "prompts": prompts, "only": stages, "options": options,
+                     "report": report, "trust_remote_code": trust_remote_code, **loading}
+        if per_prompt is not None and _pending_elsewhere(per_prompt, manifest, records, todo, arguments):
+            return out
         bar.stage("load")
         pair = _open_pair(base_spec, tuned_spec, todo, trust_remote_code=trust_remote_code, **loading)
-        torch.set_num_threads(_run_threads(pair.description("base")["parameters"], options.threads, threads_before))
+        torch.set_num_threads(run_threads(pair.description("base")["parameters"], options.threads, threads_before))
         cfg = pair.weights("base").cfg
         bar.start([w for stage in todo for w in stage_plan(stage, len(records), cfg.n_layers, cfg.n_heads)] + [1])
         # the tables of stages an earlier run finished, read once for later stages, the summary and the report
@@ -161,6 +172,20 @@ def compare(
         bar.close()
         torch.set_num_threads(threads_before)
     return out
+
+
+def _pending_elsewhere(per_prompt: Callable[[PromptJob], int], manifest: Manifest, records: list[dict],
+                       todo: Sequence[str], arguments: dict) -> int:
+    """Hand the per-prompt work of the stages ``todo`` to ``per_prompt``; return how many
+    examples still miss records. The manifest is saved first, so every shard or worker checks
+    the same settings, and the arguments (:func:`mechit.pipeline.prompt_work.save_arguments`),
+    so ``mechit merge DIR`` can finish the run."""
+    manifest.save()
+    out = manifest.path.parent
+    save_arguments(out, arguments)
+    specs = {"base": manifest.settings["base"], "tuned": manifest.settings["tuned"]}
+    loading = {k: v for k, v in arguments.items() if k not in ("base", "tuned", "prompts", "only", "options", "report")}
+    return per_prompt(PromptJob(out, specs, loading, records, list(todo), arguments["options"]))
 
 
 def check_stage_inputs(todo: Sequence[str], manifest: Manifest, options: Options) -> None:
@@ -212,14 +237,3 @@ def _open_pair(base: str, tuned: str, todo: Sequence[str], **loading) -> ModelPa
     """
     return open_pair(base, tuned, forward=any(stage != "ffn" for stage in todo), **loading)
 
-
-def _run_threads(n_parameters: int, threads: int | None, default: int) -> int:
-    """Torch threads for the run: ``threads`` if given, 1 for a model of fewer than
-    :data:`SMALL_MODEL_PARAMETERS` parameters, else ``default``.
-
-    >>> _run_threads(2_000_000, None, default=8), _run_threads(2_000_000, 3, default=8)
-    (1, 3)
-    """
-    if threads is not None:
-        return threads
-    return 1 if n_parameters < SMALL_MODEL_PARAMETERS else default

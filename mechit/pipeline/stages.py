@@ -33,17 +33,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mechit.attribution.ablation import COLUMNS as ABLATION_COLUMNS
-from mechit.attribution.ablation import ablate_prompts
 from mechit.attribution.agreement import agreement, gradient_vs_ablation
 from mechit.attribution.dataset import attribute_dataset, run_summary
-from mechit.data.prompts import PromptRecord
 from mechit.ffn.concepts import ffn_concepts
 from mechit.ffn.labeller_check import labeller_accuracy
 from mechit.ffn.labellers import label_concepts, make_labeller
 from mechit.ffn.labels import label_proportions, label_table, user_task_shares
 from mechit.ffn.rotation import ffn_rotation
-from mechit.heads.attention import attention_patterns, instruction_attention
+from mechit.heads.attention import attention_patterns
 from mechit.heads.pairs import head_pairs
 from mechit.heads.shift import head_change_scores, head_shift
 from mechit.heads.similarity import (
@@ -55,6 +52,16 @@ from mechit.heads.similarity import (
 )
 from mechit.models import tag_model, weights_fingerprint
 from mechit.pipeline.context import Context
+from mechit.pipeline.prompt_work import (
+    ablate_example,
+    ablation_frame,
+    ablation_store,
+    attend,
+    attention_store,
+    attention_table,
+    chat_of,
+    prompt_records,
+)
 from mechit.stats import compare_labels, compare_models
 from mechit.store import RecordStore
 from mechit.vocab import default_top_k, default_words
@@ -84,8 +91,8 @@ def _layer_group(ctx: Context, given: int | None) -> int:
 
 
 def _chat(ctx: Context) -> bool:
-    """Wrap prompts in the chat template when both tokenizers have one (the organism's do), for both models alike."""
-    return all(getattr(ctx.pair.weights(name).tokenizer, "chat_template", None) for name in ctx.pair.names)
+    """Wrap prompts in the chat template when both tokenizers have one (:func:`mechit.pipeline.prompt_work.chat_of`)."""
+    return chat_of(ctx.pair)
 
 
 def _ticking(ctx: Context, label: str, analysis: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
@@ -122,7 +129,7 @@ def run_attribution(ctx: Context) -> dict[str, pd.DataFrame]:
     names = list(ctx.pair.names)
     with _count_finished_examples(ctx, names):
         examples, tokens = attribute_dataset(
-            names, _prompt_records(ctx.records), ctx.out, response=o.response, loader=ctx.pair.member,
+            names, prompt_records(ctx.records), ctx.out, response=o.response, loader=ctx.pair.member,
             fingerprints={name: weights_fingerprint(ctx.pair.spec(name)) for name in names},
             max_new_tokens=o.max_new_tokens, chat_template=_chat(ctx), progress=ctx.progress,
         )
@@ -163,14 +170,6 @@ def _count_finished_examples(ctx: Context, names: list[str], every: float = 1.0)
         thread.join()
 
 
-def _prompt_records(records: list[dict]) -> list[PromptRecord]:
-    """:class:`mechit.data.prompts.PromptRecord` objects from prompt dicts (the JSONL schema)."""
-    fields = ("id", "prompt", "response", "group", "label", "source", "error")
-    return [PromptRecord(**{k: r[k] for k in fields if k in r},
-                         instruction_spans=tuple(tuple(s) for s in r.get("instruction_spans") or ()))
-            for r in records]
-
-
 # ---------------------------------------------------------------------------- faithfulness
 
 
@@ -198,21 +197,18 @@ def run_faithfulness(ctx: Context) -> dict[str, pd.DataFrame]:
 
 def _ablate_resumably(ctx: Context, name: str, model, examples: pd.DataFrame) -> pd.DataFrame:
     """:func:`ablate_prompts` of model ``name`` on the examples its attribution scored, each
-    on the attributed response; one stored record per example (a rerun skips finished ones)."""
-    store = RecordStore(ctx.out / "ablation")
+    on the attributed response; one stored record per example (a rerun skips finished ones,
+    :func:`mechit.pipeline.prompt_work.ablate_example`)."""
+    store = ablation_store(ctx.out)
     scored = examples[(examples["model"] == name) & (examples["status"] == "ok")]
     responses = dict(zip(scored["id"], scored["response"]))
-    records = [dataclasses.replace(r, response=responses[r.id]) for r in _prompt_records(ctx.records)
+    records = [dataclasses.replace(r, response=responses[r.id]) for r in prompt_records(ctx.records)
                if r.id in responses]
     for record in tqdm(records, desc=f"ablate {name}", unit="ex", file=sys.stderr, disable=not ctx.progress):
-        if not store.done(name, record.id):
-            frame = ablate_prompts(model, [record], how=ctx.options.ablation, chat_template=_chat(ctx),
-                                   progress=False)
-            store.write(name, record.id, {"rows": frame.to_dict("records")})
+        ablate_example(store, name, model, record, how=ctx.options.ablation, chat=_chat(ctx))
         ctx.advance(1)
     ctx.tick(f"ablation {name}")
-    rows = [row for record in records for row in store.read(name, record.id)["rows"]]
-    return pd.DataFrame(rows, columns=["id", "group", "error", *ABLATION_COLUMNS])
+    return ablation_frame(store, name, records)
 
 
 # ---------------------------------------------------------------------------- heads
@@ -239,7 +235,7 @@ def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
     overall = head_shift(base, tuned, layer_group=n_layers)
     changes = head_change_scores(base, tuned)
     ctx.tick("verb shift")
-    mass = ctx.pair.run(instruction_attention, ctx.records, chat_template=_chat(ctx), progress=ctx.progress)
+    mass = _instruction_attention(ctx)
     ctx.tick("instruction attention")
     changed = top_changed_heads(changes, o.n_attention_heads)
     patterns, tokens = _attention_patterns(ctx, changed)
@@ -254,6 +250,17 @@ def run_heads(ctx: Context) -> dict[str, pd.DataFrame]:
         "attention_patterns": patterns,
         "attention_tokens": tokens,
     }
+
+
+def _instruction_attention(ctx: Context) -> pd.DataFrame:
+    """:func:`mechit.heads.attention.instruction_attention` of every prompt under both models,
+    one stored record per (model, example) under ``DIR/attention`` (a rerun skips finished ones)."""
+    store = attention_store(ctx.out)
+    for name in ctx.pair.names:
+        for record in tqdm(ctx.records, desc=f"instruction attention {name}", unit="prompt", file=sys.stderr,
+                           disable=not ctx.progress):
+            attend(store, name, ctx.pair.member(name), record, chat=_chat(ctx))
+    return attention_table(store, list(ctx.pair.names), ctx.records)
 
 
 def top_changed_heads(changes: pd.DataFrame, n: int) -> list[tuple[int, int]]:

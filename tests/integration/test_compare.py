@@ -82,6 +82,18 @@ def test_every_table_is_plain_parquet(run):
     assert overall["mean_diff"] == pytest.approx((wide["tuned"] - wide["base"]).mean())
 
 
+def test_instruction_attention_is_kept_per_example_and_read_back_from_its_records(run):
+    """The heads stage writes one attention record per (model, example) under DIR/attention (a
+    rerun, a shard or a Ray worker skips it), and its table is those records in order."""
+    from mechit.pipeline.prompt_work import attention_store, attention_table
+
+    table = pd.read_parquet(run / "instruction_attention.parquet")
+    assert len(list((run / "attention" / "records").rglob("*.json"))) == 2 * N_PROMPTS
+    ids = list(dict.fromkeys(table["id"]))
+    rebuilt = attention_table(attention_store(run), ["base", "tuned"], [{"id": i} for i in ids])
+    pd.testing.assert_frame_equal(rebuilt, table)
+
+
 def test_summary_holds_headline_versions_models_seeds(run):
     summary = json.loads((run / "summary.json").read_text())
     assert [f["key"] for f in summary["findings"]] == ["attribution", "heads", "ffn"]
@@ -264,10 +276,10 @@ def test_interrupted_attribution_resumes_per_example(pair_dirs, prompts_file, tm
 
 def test_interrupted_faithfulness_resumes_per_example(pair_dirs, prompts_file, tmp_path, monkeypatch):
     """Examples ablated before a crash are not ablated again; the tables equal an uninterrupted run's."""
-    import mechit.pipeline.stages as stages_mod
+    import mechit.pipeline.prompt_work as work_mod  # where ablate_example calls ablate_prompts
 
     out = tmp_path / "run"
-    real = stages_mod.ablate_prompts
+    real = work_mod.ablate_prompts
     seen = []
 
     def crash_after_three(model, records, **kw):
@@ -276,13 +288,13 @@ def test_interrupted_faithfulness_resumes_per_example(pair_dirs, prompts_file, t
         seen.extend(r.id for r in records)
         return real(model, records, **kw)
 
-    monkeypatch.setattr(stages_mod, "ablate_prompts", crash_after_three)
+    monkeypatch.setattr(work_mod, "ablate_prompts", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,faithfulness", options=Options(**FAST),
                 progress=False)
     done = len(seen)
     seen.clear()
-    monkeypatch.setattr(stages_mod, "ablate_prompts", lambda model, records, **kw: seen.extend(r.id for r in records)
+    monkeypatch.setattr(work_mod, "ablate_prompts", lambda model, records, **kw: seen.extend(r.id for r in records)
                         or real(model, records, **kw))
     compare(*pair_dirs, prompts=prompts_file, out=out, only="attribution,faithfulness", options=Options(**FAST),
             progress=False, report=False)

@@ -11,9 +11,16 @@ from mechit.cli import main
 from mechit.commands.distributed_options import (
     add_distributed_options,
     distributed_runner,
+    per_prompt_runner,
 )
 from mechit.data.prompts import read_prompts
-from mechit.distributed import merge, run_on_ray, run_shard
+from mechit.distributed import (
+    merge,
+    run_job_on_ray,
+    run_job_shard,
+    run_on_ray,
+    run_shard,
+)
 from mechit.errors import InputError, MechitError
 
 
@@ -68,3 +75,21 @@ def test_options_pick_the_runner():
         distributed_runner(parser.parse_args(["--workers", "2"]))
     with pytest.raises(InputError, match="0..N-1"):
         distributed_runner(parser.parse_args(["--shard", "2/2"]))
+
+
+def test_compare_options_pick_the_per_prompt_runner(monkeypatch, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_distributed_options(parser)
+    shard = per_prompt_runner(parser.parse_args(["--shard", "1/3"]))
+    assert shard.func is run_job_shard and shard.keywords == {"shard": (1, 3)}
+    ray_runner = per_prompt_runner(parser.parse_args(["--ray", "--workers", "2", "--threads", "2"]))
+    assert ray_runner.func is run_job_on_ray and ray_runner.keywords == {"address": None, "workers": 2, "threads": 2}
+    assert per_prompt_runner(parser.parse_args([])) is None
+    with pytest.raises(InputError, match="--shard and --ray exclude each other"):
+        per_prompt_runner(parser.parse_args(["--shard", "0/2", "--ray"]))
+    # without Ray, `mechit compare --ray` stops in one line before anything is written
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--out", str(out), "--ray"]) == 2
+    assert capsys.readouterr().err == "mechit: error: --ray needs Ray, which is not installed: pip install 'mechit[ray]'\n"
+    assert not out.exists()
