@@ -56,9 +56,9 @@ class TrainConfig:
     d_mlp: int = 448
     seq_len: int = 128
     batch_size: int = 16
-    base_steps: int = 750
+    base_steps: int = 800
     base_lr: float = 3e-3
-    tuned_steps: int = 450
+    tuned_steps: int = 600
     tuned_lr: float = 1.5e-3
     lm_rows_per_batch: int = 4
     lm_weight: float = 0.5
@@ -267,7 +267,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, force: bool = Fals
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     docs = corpus.documents(cfg.seed, cfg.tokenizer_docs)
-    n_examples = cfg.tuned_steps * (cfg.batch_size - cfg.lm_rows_per_batch) * 4
+    n_examples = cfg.tuned_steps * (cfg.batch_size - cfg.lm_rows_per_batch) * 5
     examples = tasks.training_examples(cfg.seed, max(n_examples, 100))
     tok = train_tokenizer(docs + tokenizer_texts(examples), cfg.vocab_size)
 
