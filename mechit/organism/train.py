@@ -78,7 +78,7 @@ class TrainConfig:
         """
         presets = {
             "full": {},
-            "tiny": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=64, seq_len=128,
+            "tiny": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=64, seq_len=192,
                          batch_size=4, base_steps=6, tuned_steps=4, lm_rows_per_batch=1,
                          warmup=2, vocab_size=400, tokenizer_docs=500, checkpoint_every=3),
         }

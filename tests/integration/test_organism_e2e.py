@@ -40,7 +40,7 @@ def test_tiny_training_writes_both_models(tiny_run):
     assert set(record) == {"base", "tuned", "long_response_share", "n_eval", "seed"}
     assert record["n_eval"] == len(record["tuned"]["accuracy"]) + len(record["tuned"]["open_score"])
     assert set(record["tuned"]["open_score"]) == set(ev.tasks.OPEN_TASKS)
-    assert record["long_response_share"] == len(ev.tasks.OPEN_TASKS) / record["n_eval"]
+    assert record["long_response_share"] >= len(ev.tasks.OPEN_TASKS) / record["n_eval"]  # tiny BPE: closed ones may be long too
     assert record["seed"] == 0 and record["base"]["lm_loss"] > 0
 
 
