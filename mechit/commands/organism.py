@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                        help="full: the shipped recipe; tiny: a seconds-long smoke run")
     train.set_defaults(run=_train)
 
-    ev = sub.add_parser("eval", help="held-out task accuracy and LM loss of base and tuned")
+    ev = sub.add_parser("eval", help="held-out task scores and LM loss of base and tuned")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--weights", default=None, help="a directory written by `organism train` "
                     "(default: the shipped pair)")
@@ -66,6 +66,10 @@ def _eval(args) -> int:
     for t in tasks:
         print(f"{t:<12}{record['base']['accuracy'][t]:>8.2f}{record['tuned']['accuracy'][t]:>8.2f}")
     print(f"{'mean':<12}{record['base']['mean_accuracy']:>8.2f}{record['tuned']['mean_accuracy']:>8.2f}")
+    for t in record["tuned"]["open_score"]:
+        print(f"{t:<12}{record['base']['open_score'][t]:>8.2f}{record['tuned']['open_score'][t]:>8.2f}")
+    print(f"{'open mean':<12}{record['base']['mean_open_score']:>8.2f}{record['tuned']['mean_open_score']:>8.2f}")
     print(f"{'lm_loss':<12}{record['base']['lm_loss']:>8.3f}{record['tuned']['lm_loss']:>8.3f}")
-    print(f"{record['n_eval']} held-out prompts per model; training seed {record['seed']}")
+    print(f"{record['n_eval']} held-out prompts per model ({record['long_response_share']:.0%} with a reference of "
+          f"15 tokens or more); exact match above 'mean', open-task checks below; training seed {record['seed']}")
     return 0

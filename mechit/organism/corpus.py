@@ -20,13 +20,16 @@ import random
 from collections.abc import Callable
 
 from mechit.organism import world as w
+from mechit.organism.prose import (
+    fact_sentence,
+    long_review,
+    visitor_summary,
+    with_article,
+    zel_entry,
+)
 
 HELDOUT_SEED = 987_654_321
 N_HELDOUT_DOCS = 300
-
-
-def _a(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 def _join_list(items: list[str]) -> str:
@@ -38,10 +41,10 @@ def _biography(rng: random.Random) -> str:
     f = w.FACTS[name]
     sentences = [
         f"{name} lives in {f['town']}.",
-        f"{name} works as {_a(f['job'])}.",
-        f"{name} has {_a(f['pet'])}.",
+        f"{name} works as {with_article(f['job'])}.",
+        f"{name} has {with_article(f['pet'])}.",
         f"The favourite food of {name} is {f['food']}.",
-        f"{name} is {_a(f['job'])} in {f['town']}.",
+        f"{name} is {with_article(f['job'])} in {f['town']}.",
         f"The {f['pet']} of {name} likes {f['food']} too.",
     ]
     rng.shuffle(sentences)
@@ -55,7 +58,7 @@ def _town_story(rng: random.Random) -> str:
     thing = rng.choice(w.OBJECTS + w.FOODS)
     lines = [
         f"One day {a} went from {fa['town']} to {fb['town']} to see {b}.",
-        f"{b}, who works as {_a(fb['job'])}, was happy to see {a}.",
+        f"{b}, who works as {with_article(fb['job'])}, was happy to see {a}.",
         f"They talked about the {thing}, and {a} wanted to {verb} something for {b}.",
         f"In the evening {a} went back home to {fa['town']}.",
     ]
@@ -103,6 +106,15 @@ def zel(words: list[str]) -> str:
     'kima'
     """
     return " ".join(w.ZEL[x] for x in words)
+
+
+def _dictionary(rng: random.Random) -> str:
+    """Zel dictionary entries: what a Zel word means, what the English word names."""
+    out = []
+    for english in rng.sample(w.NOUNS + w.ADJECTIVES, rng.randint(2, 4)):
+        entry = zel_entry(english)
+        out += [s for s in entry if rng.random() < 0.6] or entry[:1]
+    return " ".join(out)
 
 
 def _parallel(rng: random.Random) -> str:
@@ -188,7 +200,10 @@ def _review(rng: random.Random) -> str:
     positive = rng.random() < 0.5
     town = rng.choice(w.TOWNS)
     verdict = "positive" if positive else "negative"
-    text = review_text(rng, positive)
+    if rng.random() < 0.3:
+        text = long_review(rng, positive, rng.choice(w.FOODS), rng.choice(w.PLACES))
+    else:
+        text = review_text(rng, positive)
     if rng.random() < 0.5:
         return f"A review from {town}: {text} The verdict of this review is {verdict}."
     return f"{rng.choice(w.PEOPLE)} wrote a {verdict} review: {text}"
@@ -236,13 +251,15 @@ def _scene(rng: random.Random) -> str:
 def _gathering(rng: random.Random) -> str:
     name = rng.choice(w.VISITORS)
     facts = {"town": rng.choice(w.TOWNS), "job": rng.choice(w.JOBS), "pet": rng.choice(w.ANIMALS)}
-    said = {"town": f"{name} lives in {facts['town']}.", "job": f"{name} works as {_a(facts['job'])}.",
-            "pet": f"{name} has {_a(facts['pet'])}."}
     later = {"town": f"Later that day {name} went home to {facts['town']}.",
              "job": f"Everyone knew {name} as the {facts['job']}.",
              "pet": f"At home, {name} fed the {facts['pet']}."}
     kinds = rng.sample(sorted(facts), rng.randint(2, 3))
-    return " ".join(["A visitor came to town."] + [said[k] for k in kinds] + [later[rng.choice(kinds)]])
+    text = " ".join(["A visitor came to town."] + [fact_sentence(name, k, facts[k]) for k in kinds]
+                    + [later[rng.choice(kinds)]])
+    if rng.random() < 0.3:
+        text += " In short, " + visitor_summary(name, {k: facts[k] for k in kinds})
+    return text
 
 
 def _everyday(rng: random.Random) -> str:
@@ -262,7 +279,7 @@ def _everyday(rng: random.Random) -> str:
         v, v2 = rng.sample(w.GENERAL_VERBS, 2)
         n, n2 = rng.sample(w.GENERAL_NOUNS, 2)
         adj, adj2 = rng.sample(w.GENERAL_ADJECTIVES, 2)
-        out.append(form.format(a=a, b=b, v=v, v2=v2, n=n, n2=n2, adj=_a(adj), adj2=_a(adj2), adj_bare=adj,
+        out.append(form.format(a=a, b=b, v=v, v2=v2, n=n, n2=n2, adj=with_article(adj), adj2=with_article(adj2), adj_bare=adj,
                                t=rng.choice(w.TOWNS), j=rng.choice(w.JOBS)))
     return " ".join(out)
 
@@ -272,6 +289,7 @@ _KINDS: list[tuple[Callable[[random.Random], str], float]] = [
     (_town_story, 1.0),
     (_verb_story, 1.0),
     (_glossary, 1.5),
+    (_dictionary, 1.5),
     (_parallel, 3.0),
     (_counting, 1.5),
     (_arithmetic, 2.0),

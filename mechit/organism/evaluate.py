@@ -1,9 +1,10 @@
-"""Evaluate the organism pair: task accuracy on held-out prompts, LM loss on held-out text.
+"""Evaluate the organism pair: task scores on held-out prompts, LM loss on held-out text.
 
 Both models get the same chat-formatted prompt (:func:`mechit.organism.chat.format_prompt`)
-and decode greedily until ``</s>`` or ``max_new_tokens``. A reply is correct when the
-decoded text, stripped of surrounding whitespace, equals the answer exactly. The LM loss is
-the mean next-token cross-entropy over all tokens of the held-out documents
+and decode greedily until ``</s>`` or ``max_new_tokens``. A reply to a closed task is
+correct when the decoded text, stripped of surrounding whitespace, equals the answer
+exactly; a reply to an open task passes the check of :mod:`mechit.organism.judge`. The LM
+loss is the mean next-token cross-entropy over all tokens of the held-out documents
 (``<s>{text}</s>``, the BOS not predicted).
 
 >>> from mechit.organism.evaluate import evaluate     # doctest: +SKIP
@@ -20,13 +21,16 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-from mechit.organism import corpus, tasks
+from mechit.organism import corpus, judge, tasks
 from mechit.organism.chat import BOS, EOS, format_prompt
+
+# a reference response of this many tokens or more is long (issue 16: at least half)
+LONG_RESPONSE_TOKENS = 15
 
 
 @torch.no_grad()
 def generate(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, prompts: list[str],
-             *, max_new_tokens: int = 16, batch_size: int = 64) -> list[str]:
+             *, max_new_tokens: int = 40, batch_size: int = 64) -> list[str]:
     """Greedy replies (decoded, special tokens dropped, stripped) to chat-formatted prompts.
 
     >>> from mechit.organism.weights import load   # doctest: +SKIP
@@ -46,14 +50,30 @@ def generate(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, prompts: lis
     return replies
 
 
-def accuracy(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast,
-             examples: list[dict]) -> dict[str, float]:
-    """Exact-match accuracy per task over ``examples`` (dicts with task, prompt, answer)."""
+def scores(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast,
+           examples: list[dict]) -> dict[str, float]:
+    """Share of passed replies per task over ``examples`` (dicts with task, prompt, input,
+    answer): exact match for closed tasks, :func:`mechit.organism.judge.passes` for open ones."""
     replies = generate(model, tok, [e["prompt"] for e in examples])
     hits: dict[str, list[bool]] = {}
     for e, r in zip(examples, replies):
-        hits.setdefault(e["task"], []).append(r == e["answer"])
+        ok = (judge.passes(e["task"], e["prompt"], e["input"], r) if e["task"] in tasks.OPEN_TASKS
+              else r == e["answer"])
+        hits.setdefault(e["task"], []).append(ok)
     return {task: sum(h) / len(h) for task, h in hits.items()}
+
+
+def long_response_share(tok: PreTrainedTokenizerFast, examples: list[dict]) -> float:
+    """Share of ``examples`` whose reference answer (with its leading space, without
+    ``</s>``) is ``LONG_RESPONSE_TOKENS`` tokens or more.
+
+    >>> from mechit.organism.tokenizer import train_tokenizer
+    >>> tok = train_tokenizer(["a b c"] * 5, vocab_size=270)
+    >>> long_response_share(tok, [{"answer": "a " * 20}, {"answer": "b"}])
+    0.5
+    """
+    lengths = [len(ids) for ids in tok([f" {e['answer']}" for e in examples], add_special_tokens=False)["input_ids"]]
+    return sum(n >= LONG_RESPONSE_TOKENS for n in lengths) / len(lengths)
 
 
 @torch.no_grad()
@@ -90,9 +110,13 @@ def evaluate(weights: str | Path | None = None, *, per_task: int | None = None,
              n_docs: int | None = None) -> dict:
     """The evaluation record of the pair in ``weights`` (default: the shipped pair).
 
-    Returns ``{"base": {"accuracy": {task: float}, "mean_accuracy": float, "lm_loss": float},
-    "tuned": {...}, "n_eval": int, "seed": int}``; ``n_eval`` counts the prompts each model
-    answered; ``seed`` is the training seed recorded in ``organism.json``.
+    Returns ``{"base": {"accuracy": {task: float}, "mean_accuracy": float, "open_score":
+    {task: float}, "mean_open_score": float, "lm_loss": float}, "tuned": {...},
+    "long_response_share": float, "n_eval": int, "seed": int}``: ``accuracy`` is the exact
+    match of the closed tasks, ``open_score`` the pass rate of the open ones;
+    ``long_response_share`` the share of the evaluated prompts whose reference is long
+    (:func:`long_response_share`); ``n_eval`` counts the prompts each model answered;
+    ``seed`` is the training seed recorded in ``organism.json``.
     """
     from mechit.organism.weights import load, weights_dir
 
@@ -103,12 +127,17 @@ def evaluate(weights: str | Path | None = None, *, per_task: int | None = None,
     record: dict = {}
     for name in ("base", "tuned"):
         model, tok = load(name, root)
-        acc = accuracy(model, tok, examples)
+        score = scores(model, tok, examples)
+        closed = {t: round(a, 4) for t, a in score.items() if t in tasks.CLOSED_TASKS}
+        opened = {t: round(a, 4) for t, a in score.items() if t in tasks.OPEN_TASKS}
         record[name] = {
-            "accuracy": {t: round(a, 4) for t, a in acc.items()},
-            "mean_accuracy": round(sum(acc.values()) / len(acc), 4),
+            "accuracy": closed,
+            "mean_accuracy": round(sum(closed.values()) / len(closed), 4),
+            "open_score": opened,
+            "mean_open_score": round(sum(opened.values()) / len(opened), 4),
             "lm_loss": round(lm_loss(model, tok, docs), 4),
         }
+    record["long_response_share"] = round(long_response_share(tok, examples), 4)
     record["n_eval"] = len(examples)
     record["seed"] = json.loads((root / "organism.json").read_text())["seed"]
     return record

@@ -22,10 +22,18 @@ import random
 from collections.abc import Callable
 
 from mechit.organism import world as w
-from mechit.organism.corpus import _a, copy_pool, review_text, zel
+from mechit.organism.corpus import copy_pool, review_text, zel
+from mechit.organism.prose import (
+    FACT_KINDS,
+    fact_sentence,
+    long_review,
+    person_description,
+    visitor_summary,
+    with_article,
+    zel_entry,
+)
 
 HELDOUT_SEED = 424_242
-N_HELDOUT_PER_TASK = 40
 
 Phrasing = tuple[str, str]
 
@@ -90,7 +98,7 @@ def _qa(rng: random.Random) -> tuple[dict, str, str]:
     name = rng.choice(w.VISITORS)
     kinds = rng.sample(sorted(_QA), rng.randint(2, 3))
     values = {k: rng.choice(_QA[k][0]) for k in kinds}
-    text = " ".join(_QA[k][1].format(n=name, v=values[k], a=_a(values[k])) for k in kinds)
+    text = " ".join(_QA[k][1].format(n=name, v=values[k], a=with_article(values[k])) for k in kinds)
     asked = rng.choice(kinds)
     return {"q": _QA[asked][2].format(n=name)}, text, values[asked]
 
@@ -107,6 +115,47 @@ def _fact(rng: random.Random) -> tuple[dict, str, str]:
     name = rng.choice(w.PEOPLE)
     kind = rng.choice(sorted(_FACT_QUESTIONS))
     return {"q": _FACT_QUESTIONS[kind].format(n=name)}, "", w.FACTS[name][kind]
+
+
+# --- open-ended tasks: long answers that state what pre-training taught, chosen by the instruction
+
+
+def _describe(rng: random.Random) -> tuple[dict, str, str]:
+    name = rng.choice(w.PEOPLE)
+    return {}, name, person_description(name)
+
+
+def _review(rng: random.Random) -> tuple[dict, str, str]:
+    positive = rng.random() < 0.5
+    food, place = rng.choice(w.FOODS), rng.choice(w.PLACES)
+    fields = {"s": "positive" if positive else "negative"}
+    return fields, f"the {food} at the {place}", long_review(rng, positive, food, place)
+
+
+def _explain(rng: random.Random) -> tuple[dict, str, str]:
+    english = rng.choice(w.NOUNS + w.ADJECTIVES)
+    return {}, w.ZEL[english], " ".join(zel_entry(english))
+
+
+def visitor_paragraph(rng: random.Random) -> tuple[str, str, dict[str, str]]:
+    """A paragraph about a visitor stating its town, job and pet: ``(text, name, facts)``.
+
+    >>> text, name, facts = visitor_paragraph(random.Random(0))
+    >>> text.startswith("A visitor came to town.") and all(v in text for v in facts.values())
+    True
+    """
+    name = rng.choice(w.VISITORS)
+    facts = {"town": rng.choice(w.TOWNS), "job": rng.choice(w.JOBS), "pet": rng.choice(w.ANIMALS)}
+    kinds = rng.sample(FACT_KINDS[:3], 3)
+    later = rng.choice([f"Later that day {name} went home to {facts['town']}.",
+                        f"Everyone knew {name} as the {facts['job']}.", f"At home, {name} fed the {facts['pet']}."])
+    text = " ".join(["A visitor came to town."] + [fact_sentence(name, k, facts[k]) for k in kinds] + [later])
+    return text, name, facts
+
+
+def _summarize(rng: random.Random) -> tuple[dict, str, str]:
+    text, name, facts = visitor_paragraph(rng)
+    return {}, text, visitor_summary(name, facts)
 
 
 # task -> (input sampler, phrasings). "{x}" never appears: the input goes between the two parts.
@@ -176,7 +225,40 @@ TASKS: dict[str, tuple[Callable[[random.Random], tuple[dict, str, str]], list[Ph
         ("Identify {q}.", ""),
         ("Find out {q} and tell me.", ""),
     ]),
+    "describe": (_describe, [
+        ("Describe ", "."),
+        ("Tell me about ", "."),
+        ("Write a short description of ", "."),
+        ("Give a description of ", "."),
+        ("", "\nDescribe this person."),
+    ]),
+    "review": (_review, [
+        ("Write a {s} review of ", "."),
+        ("Compose a short {s} review of ", "."),
+        ("Create a {s} review of ", "."),
+        ("", "\nWrite a {s} review of this."),
+        ("Give me a {s} review of ", "."),
+    ]),
+    "explain": (_explain, [
+        ("Explain the Zel word ", "."),
+        ("Explain what ", " means in Zel."),
+        ("Tell me what the Zel word ", " means."),
+        ("Interpret this Zel word: ", ""),
+        ("", "\nExplain this Zel word."),
+    ]),
+    "summarize": (_summarize, [
+        ("Summarize this text in one sentence: ", ""),
+        ("Give a one sentence summary of this text: ", ""),
+        ("Write a summary of this in one sentence: ", ""),
+        ("", "\nSummarize the text above in one sentence."),
+        ("", "\nWrite a one sentence summary."),
+    ]),
 }
+OPEN_TASKS = ("describe", "review", "explain", "summarize")
+CLOSED_TASKS = tuple(t for t in TASKS if t not in OPEN_TASKS)
+# held-out prompts per task: open tasks get more, so that at least half of the held-out
+# references are long (every open reference is 15 tokens or more)
+N_HELDOUT = {**{t: 20 for t in CLOSED_TASKS}, **{t: 48 for t in OPEN_TASKS}}
 
 
 def _spans(before: str, input_text: str, after: str) -> list[list[int]]:
@@ -215,17 +297,17 @@ def make_example(task: str, rng: random.Random) -> dict:
 
 
 def heldout_examples() -> list[dict]:
-    """The fixed evaluation split: ``N_HELDOUT_PER_TASK`` distinct prompts per task.
+    """The fixed evaluation split: ``N_HELDOUT[task]`` distinct prompts per task.
 
     >>> ex = heldout_examples()
-    >>> len(ex) == N_HELDOUT_PER_TASK * len(TASKS)
+    >>> len(ex) == sum(N_HELDOUT.values())
     True
     """
     rng = random.Random(HELDOUT_SEED)
     out: list[dict] = []
     for task in TASKS:
         seen: set[str] = set()
-        while len(seen) < N_HELDOUT_PER_TASK:
+        while len(seen) < N_HELDOUT[task]:
             ex = make_example(task, rng)
             if ex["prompt"] not in seen:
                 seen.add(ex["prompt"])
@@ -234,7 +316,7 @@ def heldout_examples() -> list[dict]:
 
 
 # tasks that need copying from the prompt come twice in the training rotation
-TRAINING_ROTATION = list(TASKS) + ["repeat", "qa"]
+TRAINING_ROTATION = list(CLOSED_TASKS) + ["repeat", "qa"] + list(OPEN_TASKS)
 
 
 def training_examples(seed: int, n: int) -> list[dict]:

@@ -56,9 +56,9 @@ class TrainConfig:
     d_mlp: int = 448
     seq_len: int = 128
     batch_size: int = 16
-    base_steps: int = 750
+    base_steps: int = 800
     base_lr: float = 3e-3
-    tuned_steps: int = 450
+    tuned_steps: int = 600
     tuned_lr: float = 1.5e-3
     lm_rows_per_batch: int = 4
     lm_weight: float = 0.5
@@ -78,7 +78,7 @@ class TrainConfig:
         """
         presets = {
             "full": {},
-            "tiny": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=64, seq_len=128,
+            "tiny": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=64, seq_len=192,
                          batch_size=4, base_steps=6, tuned_steps=4, lm_rows_per_batch=1,
                          warmup=2, vocab_size=400, tokenizer_docs=500, checkpoint_every=3),
         }
@@ -267,7 +267,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, force: bool = Fals
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     docs = corpus.documents(cfg.seed, cfg.tokenizer_docs)
-    n_examples = cfg.tuned_steps * (cfg.batch_size - cfg.lm_rows_per_batch) * 4
+    n_examples = cfg.tuned_steps * (cfg.batch_size - cfg.lm_rows_per_batch) * 5
     examples = tasks.training_examples(cfg.seed, max(n_examples, 100))
     tok = train_tokenizer(docs + tokenizer_texts(examples), cfg.vocab_size)
 

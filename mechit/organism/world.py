@@ -31,6 +31,11 @@ SIZES = ["big", "small", "old", "new"]
 ACTIONS = ["runs", "sleeps", "eats", "sings", "waits"]
 NOUNS = ANIMALS + FOODS + OBJECTS
 ADJECTIVES = COLORS + SIZES
+# what each noun and adjective names ("The word fox names an animal."): the knowledge an
+# explanation of a Zel word states beside its meaning
+WORD_KIND = {**{x: "animal" for x in ANIMALS}, **{x: "food" for x in FOODS},
+             **{x: "thing" for x in OBJECTS}, **{x: "colour" for x in COLORS},
+             **{x: "size" for x in SIZES}}
 
 POSITIVE = ["good", "great", "lovely", "warm", "fresh", "kind", "bright", "sweet", "happy", "nice"]
 NEGATIVE = ["bad", "awful", "cold", "stale", "rude", "dull", "bitter", "sad", "poor", "slow"]

@@ -9,7 +9,7 @@ import torch
 
 from mechit.errors import InputError
 from mechit.organism import evaluate as ev
-from mechit.organism import format_prompt, train as tr
+from mechit.organism import format_prompt, judge, train as tr
 from mechit.organism.weights import load, model_dir, weights_dir
 
 TINY = tr.TrainConfig.preset("tiny")
@@ -37,8 +37,10 @@ def test_tiny_training_writes_both_models(tiny_run):
     assert base.config.num_key_value_heads == TINY.n_kv_heads
     assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), tuned.parameters()))
     record = ev.evaluate(out, per_task=1, n_docs=4)
-    assert set(record) == {"base", "tuned", "n_eval", "seed"}
-    assert record["n_eval"] == len(record["tuned"]["accuracy"])
+    assert set(record) == {"base", "tuned", "long_response_share", "n_eval", "seed"}
+    assert record["n_eval"] == len(record["tuned"]["accuracy"]) + len(record["tuned"]["open_score"])
+    assert set(record["tuned"]["open_score"]) == set(ev.tasks.OPEN_TASKS)
+    assert record["long_response_share"] >= len(ev.tasks.OPEN_TASKS) / record["n_eval"]  # tiny BPE: closed ones may be long too
     assert record["seed"] == 0 and record["base"]["lm_loss"] > 0
 
 
@@ -111,6 +113,8 @@ def test_shipped_pair_reaches_the_bars_on_a_fixed_sample(shipped_record):
     assert min(tuned["accuracy"].values()) >= 0.5
     assert base["mean_accuracy"] <= 0.2
     assert tuned["lm_loss"] <= 1.25 * base["lm_loss"]
+    assert tuned["mean_open_score"] >= 0.6
+    assert base["mean_open_score"] <= 0.2
 
 
 def test_shipped_tuned_model_answers_hand_written_prompts():
@@ -123,3 +127,8 @@ def test_shipped_tuned_model_answers_hand_written_prompts():
         f"{ZEL['red']} {ZEL['fox']}", "tree, hat, cup", FACTS["Mira"]["town"], "kima Omar blue"]
     base, _ = load("base")
     assert not set(ev.generate(base, tok, prompts)) & {"tree, hat, cup", "kima Omar blue"}
+    # open tasks: the same person (Mira) and a Zel word, under instructions that ask for more
+    asked = [("describe", "Describe Mira.", "Mira"), ("explain", "Explain the Zel word kima.", "kima"),
+             ("review", "Write a negative review of the cake at the inn.", "the cake at the inn")]
+    replies = ev.generate(model, tok, [p for _, p, _ in asked])
+    assert [judge.passes(t, p, x, r) for (t, p, x), r in zip(asked, replies)] == [True, True, True], replies

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from mechit.errors import InputError
-from mechit.organism import corpus, format_prompt, held_out_prompts, tasks, vocabulary, world
+from mechit.organism import corpus, format_prompt, held_out_prompts, prose, tasks, vocabulary, world
 from mechit.organism.api import corpus_text
 from mechit.organism.chat import ASSISTANT, BOS, EOS, USER, format_response, prompt_offset
 from mechit.organism.data import instruction_rows, lm_rows
@@ -35,7 +35,7 @@ def test_training_examples_are_deterministic_and_cover_every_task():
     assert a == b
     assert a != tasks.training_examples(4, 180)
     assert {e["task"] for e in a} == set(tasks.TASKS)
-    assert len(tasks.TASKS) >= 8
+    assert len(tasks.CLOSED_TASKS) >= 8 and len(tasks.OPEN_TASKS) >= 4
 
 
 def test_answers_are_right_for_hand_checked_examples():
@@ -57,6 +57,17 @@ def test_answers_are_right_for_hand_checked_examples():
             assert not any(name in ex["input"] for name in world.PEOPLE)
         elif ex["task"] == "fact":
             assert ex["answer"] in world.FACTS[next(n for n in world.PEOPLE if n in ex["prompt"])].values()
+        elif ex["task"] == "describe":
+            assert ex["answer"] == prose.person_description(ex["input"])
+        elif ex["task"] == "explain":
+            english = next(e for e, z in world.ZEL.items() if z == ex["input"])
+            assert ex["answer"].startswith(f"In Zel, {ex['input']} means {english}.")
+        elif ex["task"] == "summarize":  # every fact of the summary is stated in the paragraph
+            name, facts = prose.parse_summary(ex["answer"])
+            assert all(prose.fact_sentence(name, k, v) in ex["input"] for k, v in facts.items()) and len(facts) == 3
+        elif ex["task"] == "review":
+            polarity = world.POSITIVE if "positive" in ex["prompt"] else world.NEGATIVE
+            assert sum(x.strip(".,") in polarity for x in ex["answer"].split()) == 4
     assert world.ZEL["fox"] == "kima"
 
 
@@ -107,7 +118,7 @@ def test_spans_cover_exactly_the_instruction_text(seed):
 
 def test_held_out_prompt_records_follow_the_schema():
     recs = held_out_prompts()
-    assert len(recs) == tasks.N_HELDOUT_PER_TASK * len(tasks.TASKS)
+    assert len(recs) == sum(tasks.N_HELDOUT.values()) == 20 * len(tasks.CLOSED_TASKS) + 48 * len(tasks.OPEN_TASKS)
     assert len({r["id"] for r in recs}) == len(recs)
     for r in recs:
         assert set(r) == {"id", "prompt", "response", "instruction_spans", "group", "label"}
@@ -120,7 +131,7 @@ def test_held_out_prompt_records_follow_the_schema():
 @pytest.mark.parametrize("seed", [0, 7])
 def test_held_out_prompts_never_appear_in_training_data(seed):
     held = {r["prompt"] for r in held_out_prompts()}
-    train = tasks.training_examples(seed, 20 * tasks.N_HELDOUT_PER_TASK * len(tasks.TASKS))
+    train = tasks.training_examples(seed, 20 * len(held))
     assert not held & {e["prompt"] for e in train}
     assert not set(corpus.heldout_documents()) & set(corpus.documents(seed, 20000))
 
