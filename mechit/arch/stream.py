@@ -156,7 +156,7 @@ class StreamedModel:
         >>> from mechit.models import open_streamed
         >>> streamed = open_streamed("organism-tuned")
         >>> streamed.weight("W_O", 1).shape, streamed.weight("W_U").shape
-        (torch.Size([8, 20, 160]), torch.Size([160, 2032]))
+        (torch.Size([8, 20, 160]), torch.Size([160, 2048]))
         """
         if layer is None:
             if name not in self._resident:

@@ -112,7 +112,7 @@ def response_logprobs(model, input_ids: Int[Tensor, " seq"], response_positions:
     >>> enc.response_tokens
     ['Ġred', 'Ġfox']
     >>> response_logprobs(model, enc.input_ids, enc.response_positions).exp().tolist()
-    [0.95..., 0.98...]
+    [0.97..., 0.99...]
     """
     device = device_of(model)
     input_ids, response_positions = input_ids.to(device), response_positions.to(device)
@@ -214,7 +214,7 @@ def ablate_prompts(model, records: Sequence[PromptRecord], *, how: How = "remove
     ...                         r["group"]) for r in held_out_prompts()[:2]]
     >>> f = ablate_prompts(model, records, chat_template=True, progress=False)
     >>> f.groupby(["id", "part"]).total_effect.first().round(1).to_dict()
-    {('translate-000', 'context'): 17.4, ('translate-000', 'instruction'): 17.8, ('translate-001', 'context'): 20.3, ('translate-001', 'instruction'): 15.1}
+    {('translate-000', 'context'): 9.8, ('translate-000', 'instruction'): 12.5, ('translate-001', 'context'): 11.2, ('translate-001', 'instruction'): 8.2}
     """
     frames = []
     for record in tqdm(records, desc=f"ablate ({how})", unit="ex", file=sys.stderr, disable=not progress):

@@ -63,8 +63,8 @@ def plan_info(plan, length: int) -> dict:
 
     >>> from mechit.models import read_plan
     >>> info = plan_info(read_plan("organism-tuned"), 64)
-    >>> info["parameters"], info["weights float32 GiB"] == round(4 * 2326560 / 2**30, 3)
-    (2326560, True)
+    >>> info["parameters"], info["weights float32 GiB"] == round(4 * 2331680 / 2**30, 3)
+    (2331680, True)
     """
     import torch
 

@@ -14,7 +14,7 @@ same for a GGUF file: every block ``blk.N`` of ``block_count`` holds the same te
 >>> from mechit.models import organism_dir, read_plan
 >>> check_checkpoint("tuned", organism_dir("tuned"), read_plan("organism-tuned"))
 >>> stored_tensors(organism_dir("tuned"))["model.embed_tokens.weight"]
-(2032, 160)
+(2048, 160)
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def load_records(prompts: str | Path | None, organism: bool) -> tuple[list[dict]
 
     >>> records, source = load_records(None, organism=True)
     >>> len(records), source
-    (360, 'organism held-out prompts')
+    (372, 'organism held-out prompts')
     """
     if prompts is None and organism:
         return [dict(r) for r in held_out_prompts()], "organism held-out prompts"
