@@ -214,7 +214,7 @@ def read_jsonl(path: str | Path, *, span_units: str = "characters") -> list[Prom
         try:
             obj = parse_json(text.lstrip("\ufeff") if number == 1 else text)
         except json.JSONDecodeError as error:
-            raise InputError(f"{source}: invalid JSON ({error.msg} at column {error.colno}); "
+            raise InputError(f"{source}: invalid JSON ({error.msg.removesuffix(' at')} at column {error.colno}); "
                              "each line must be one JSON object") from None
         except InputError as problem:
             raise InputError(f"{source}: {problem}") from None

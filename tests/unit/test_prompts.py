@@ -114,3 +114,11 @@ def test_jsonl_file_errors(tmp_path):
 def test_check_record_accepts_touching_spans():
     record = PromptRecord("a", "hello world", "x", ((6, 11), (0, 6)), source="f:1")
     assert check_record(record) is None
+
+
+def test_invalid_json_names_the_problem_once(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "prompt": "x\ty"}\n', encoding="utf-8")  # a raw tab inside a JSON string
+    with pytest.raises(InputError) as caught:
+        read_prompts(path)
+    assert str(caught.value) == f"{path}:1: invalid JSON (Invalid control character at column 25); each line must be one JSON object"
