@@ -1,7 +1,7 @@
 """Issue 18 on the organism pair: Ray and sharded runs write exactly the files a single process writes.
 
 A local Ray cluster (``ray.init(num_cpus=2)``) is started once for the module. Prompts:
-one held-out prompt per task (9), under both models (18 records). The reference is
+one held-out prompt per task (13), under both models (26 records). The reference is
 ``attribute_dataset`` in this process; every run below must reproduce its whole output
 directory byte for byte: both parquet tables, every JSON record, every safetensors file,
 the run manifest, and nothing else (no lock or temporary file left behind).
@@ -36,6 +36,9 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.distributed
 
 SPECS = ["organism-base", "organism-tuned"]
+
+
+N_RECORDS = 2 * 13  # one held-out prompt of each of the organism's 13 tasks, under both models
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +82,10 @@ def reference(records, tmp_path_factory):
         summary = run_summary(examples)
     finally:
         torch.set_num_threads(threads)
-    assert summary["done"] == 2 * len(records) == 18 and summary["failed"] == 0
+    assert summary["done"] == 2 * len(records) == N_RECORDS and summary["failed"] == 0
     files = files_of(out)
     assert {"attribution_examples.parquet", "attribution_tokens.parquet", "attribution_run.json"} <= set(files)
-    assert sum(name.startswith("records/") for name in files) == 18
+    assert sum(name.startswith("records/") for name in files) == N_RECORDS
     return files
 
 
@@ -104,7 +107,7 @@ def test_two_workers_identical_and_a_second_driver_refused(cluster, records, ref
         run_on_ray(SPECS, records, out, workers=2, progress=False)
     driver.join()
     assert "error" not in first, first.get("error")
-    assert first["value"]["done"] == 18 and first["value"]["failed"] == 0
+    assert first["value"]["done"] == N_RECORDS and first["value"]["failed"] == 0
     assert files_of(out) == reference
     ours = pd.read_parquet(out / "attribution_examples.parquet")
     assert not ours.duplicated(["model", "id"]).any()
@@ -127,9 +130,9 @@ def test_three_shards_then_merge_identical(records, reference, tmp_path, one_thr
     pending = []
     for i in range(3):
         summary = run_shard(SPECS, records, out, shard=(i, 3), progress=False)
-        assert summary["done"] == (18 if i == 2 else 2 * len(shards[i]))
+        assert summary["done"] == (N_RECORDS if i == 2 else 2 * len(shards[i]))
         pending.append(summary["pending"])
-    assert pending == [18 - 2 * len(shards[0]), 2 * len(shards[2]), 0]  # the last shard merged by itself
+    assert pending == [N_RECORDS - 2 * len(shards[0]), 2 * len(shards[2]), 0]  # the last shard merged by itself
     assert files_of(out) == reference
     # a shard rerun resumes: it finds its records and writes nothing
     stamps = {p: p.stat().st_mtime_ns for p in (out / "records").rglob("*.json")}
@@ -164,7 +167,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(cluster, records, re
     os.kill(victim, signal.SIGKILL)
     driver.join()
     assert "error" not in result, result.get("error")
-    assert result["value"]["done"] == 18
+    assert result["value"]["done"] == N_RECORDS
     assert {int(p.name) for p in pids.iterdir()} - started  # Ray restarted the worker: a new process loaded a model
     assert files_of(out) == reference  # nothing lost, nothing duplicated, no temporary left
-    assert len(list((out / "records").rglob("*.json"))) == 18
+    assert len(list((out / "records").rglob("*.json"))) == N_RECORDS
