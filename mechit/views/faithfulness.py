@@ -35,19 +35,10 @@ import math
 
 import pandas as pd
 
-from mechit.views.findings import ALPHA, fmt
+from mechit.views.findings import ALPHA, fmt, plain
 
 KEYS = ("how", "n", "instruction_effect", "context_effect", "rank_correlation", "rank_p_value", "same_part_share")
 MODELS = ("base", "tuned")
-
-
-def _plain(value):
-    """A JSON-able value: numpy scalars as Python numbers, NaN as None."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def faithfulness_headline(tables: dict[str, pd.DataFrame]) -> dict:
@@ -57,7 +48,7 @@ def faithfulness_headline(tables: dict[str, pd.DataFrame]) -> dict:
     table = tables.get("faithfulness_summary")
     if table is None:
         return {}
-    return {str(row["model"]): {key: _plain(row[key]) for key in KEYS} for _, row in table.iterrows()}
+    return {str(row["model"]): {key: plain(row[key]) for key in KEYS} for _, row in table.iterrows()}
 
 
 def _sign(x: float | None) -> int | None:

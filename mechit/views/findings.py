@@ -47,6 +47,19 @@ ATTRIBUTION_TEST = "paired t-test"  # Finding 1: the same prompts under both mod
 HEADS_TEST = "Welch t-test"  # Finding 2: instruction verbs and general verbs are different samples
 
 
+def plain(value):
+    """A JSON-able value for ``summary.json``: numpy scalars as Python numbers, NaN as None.
+
+    >>> plain(np.int64(3)), plain(np.float64("nan")), plain("base")
+    (3, None, 'base')
+    """
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     """A number for prose: 3 significant digits, p-values in scientific form when tiny.
 

@@ -25,7 +25,7 @@ import html
 
 import pandas as pd
 
-from mechit.views.findings import fmt
+from mechit.views.findings import fmt, plain
 
 TABLE = "paper_attribution_stats"
 KEYS = ("model", "comparison", "group", "n", "n_a", "n_b", "mean_a", "mean_b", "t", "p_value",
@@ -37,12 +37,6 @@ mechit attribute-stats OUT --base llama-7b --tuned vicuna-7b      # the same row
 mechit compare ... --paper-results OUT                             # the rows in this section"""
 
 
-def _plain(value):
-    """A JSON-able value: numpy scalars as Python numbers, NaN as None."""
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and value != value else value
-
-
 def paper_headline(tables: dict[str, pd.DataFrame], source: str) -> dict | None:
     """``{"source": DIR, "rows": [{model, comparison, group, n, n_a, n_b, mean_a, mean_b, t,
     p_value, paired_t, paired_p}, ...]}`` from the ``paper_attribution_stats`` table, or None
@@ -51,7 +45,7 @@ def paper_headline(tables: dict[str, pd.DataFrame], source: str) -> dict | None:
     table = tables.get(TABLE)
     if table is None:
         return None
-    rows = [{key: _plain(row[key]) for key in KEYS if key in table.columns} for _, row in table.iterrows()]
+    rows = [{key: plain(row[key]) for key in KEYS if key in table.columns} for _, row in table.iterrows()]
     return {"source": source, "rows": rows}
 
 
