@@ -69,10 +69,8 @@ def read_run(out: str | Path) -> tuple[dict, pd.DataFrame, str]:
 
 def run_stats(out: str | Path, base: str | None = None, tuned: str | None = None, *, n_boot: int = N_BOOT,
               seed: int = 0) -> pd.DataFrame:
-    """The statistics rows (:data:`mechit.stats.COLUMNS`) of the run in ``out``: ``tuned`` vs
-    ``base`` per group (default: the run's second model vs its first), then followed vs not
-    followed per model and group where examples carry labels. Empty (with the columns)
-    when there is nothing to compare.
+    """The statistics rows (:data:`mechit.stats.COLUMNS`) of the run in ``out``
+    (:func:`read_run`, then :func:`stats_of_run`).
 
     >>> run_stats("run", "b", "x")
     Traceback (most recent call last):
@@ -80,6 +78,16 @@ def run_stats(out: str | Path, base: str | None = None, tuned: str | None = None
     mechit.errors.InputError: --tuned 'x' is not a model of this run (b, t)
     """
     settings, examples, _ = read_run(out)
+    return stats_of_run(settings, examples, base, tuned, n_boot=n_boot, seed=seed)
+
+
+def stats_of_run(settings: dict, examples: pd.DataFrame, base: str | None = None, tuned: str | None = None, *,
+                 n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """The statistics rows of a run read by :func:`read_run`: ``tuned`` vs ``base`` per group
+    (default: the run's second model vs its first), then followed vs not followed per model
+    and group where examples carry labels. Empty (with the columns) when there is nothing to
+    compare. The module docstring has an example.
+    """
     models = settings["models"]
     base = base or (models[0] if len(models) >= 2 else None)
     tuned = tuned or (models[1] if len(models) >= 2 else None)

@@ -136,13 +136,13 @@ def run_stats(args) -> int:
     # imported here, not at the top: `mechit --help` stays fast (no torch)
     import pandas as pd
 
-    from mechit.attribution.run_stats import read_run, run_stats
+    from mechit.attribution.run_stats import read_run, stats_of_run
     from mechit.outdir import check_out_dir
     from mechit.store import write_table
 
     out = check_out_dir(args.dir, create=False, option="DIR")  # the stats table is written into the run
-    _, _, suffix = read_run(out)
-    result = run_stats(out, args.base, args.tuned, n_boot=args.n_boot)
+    settings, examples, suffix = read_run(out)
+    result = stats_of_run(settings, examples, args.base, args.tuned, n_boot=args.n_boot)
     path = write_table(result, out / f"attribution_stats{suffix}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.to_string(index=False) if len(result) else "no comparisons: need two models or labelled examples")
